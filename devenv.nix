@@ -1,0 +1,26 @@
+# `devenv up` runs the same processes as `bin/up`, through the same justfile recipes.
+{ pkgs, ... }:
+
+{
+  packages = [
+    pkgs.just
+    pkgs.protobuf
+    pkgs.cmake
+    pkgs.boost
+    pkgs.libevent
+    pkgs.pkg-config
+    pkgs.redis
+    pkgs.cargo-nextest
+  ];
+
+  languages.rust.enable = true;
+
+  processes = {
+    redis.exec = "just run-redis";
+    bitcoind.exec = "just run-bitcoind";
+  };
+
+  enterShell = ''
+    just --list
+  '';
+}

@@ -1,0 +1,48 @@
+# hashpool operator recipes. `bin/up` and `devenv up` both run the `run-*` recipes below.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# The processes of the stack, in start order. devenv.nix declares the same set.
+processes := "redis bitcoind"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build everything and run the stack on regtest until Ctrl-C.
+up: build
+    bin/stack {{processes}}
+
+# Build the workspace.
+build:
+    cargo build --workspace --bins
+
+# Run the whole test suite (installs prerequisites first).
+test *ARGS:
+    bin/test {{ARGS}}
+
+# Formatting and clippy, as CI expects them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Build the pinned bitcoind once into the cache; print its bin dir.
+bitcoind:
+    bin/build-bitcoind
+
+# Move the bitcoind pin to another libbitcoinkernel-sys VERSION and build it.
+update-bitcoind VERSION:
+    sed -i -E 's/^libbitcoinkernel-sys=.*/libbitcoinkernel-sys={{VERSION}}/' config/bitcoind.pin
+    bin/build-bitcoind
+
+# Follow every process's log.
+logs:
+    tail -n 20 -F logs/*.log
+
+# Process: Redis (the running one on 6379, else our own).
+run-redis:
+    bin/run-redis
+
+# Process: the pinned bitcoind on regtest (101 blocks on first start).
+run-bitcoind:
+    bin/run-bitcoind

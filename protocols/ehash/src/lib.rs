@@ -1,0 +1,46 @@
+//! The contract between the hashpool pool and mint.
+//!
+//! The pool and the mint never call each other: the pool appends [`QuoteMessage`]s to a Redis
+//! stream and the mint consumes them. Everything both sides must agree on lives here, and
+//! nothing here does I/O:
+//!
+//! - the stream, its field and the consumer group ([`QUOTE_STREAM`], [`STREAM_FIELD`],
+//!   [`MINT_CONSUMER_GROUP`]);
+//! - the `create` and `update` messages, versioned JSON ([`message`]);
+//! - the quote id, derived from the share hash so a re-sent share cannot make a second quote
+//!   ([`quote_id_for_share`]);
+//! - the amount a share earns: the work the pool asked for, never the luck of the hash
+//!   ([`credited_work`]);
+//! - who gets paid: the miner's locking key parsed from the channel's `user_identity`
+//!   ([`MinerIdentity`]);
+//! - the two release policies and the pro-rata split of an epoch payout ([`policy`]).
+
+pub mod identity;
+pub mod message;
+pub mod policy;
+pub mod work;
+
+pub use identity::{IdentityError, LockingPubkey, MinerIdentity};
+pub use message::{CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote};
+pub use policy::{split_payout, PayoutError, ReleasePolicy};
+pub use work::{credited_work, quote_id_for_share, ShareHash, QUOTE_ID_NAMESPACE};
+
+/// Redis stream the pool appends quote messages to.
+pub const QUOTE_STREAM: &str = "hashpool:quotes";
+
+/// Consumer group the mint reads the quote stream with.
+pub const MINT_CONSUMER_GROUP: &str = "mint";
+
+/// The single field of each stream entry; its value is the message JSON.
+pub const STREAM_FIELD: &str = "msg";
+
+/// Cashu currency unit of ehash quotes and keysets.
+pub const UNIT: &str = "hash";
+
+/// Cashu payment method under which the mint serves ehash quotes (`/v1/mint/quote/ehash/...`).
+pub const PAYMENT_METHOD: &str = "ehash";
+
+/// Stream where the mint parks messages it cannot process, with the reason.
+pub fn dead_letter_stream(quote_stream: &str) -> String {
+    format!("{quote_stream}:dead")
+}

@@ -1,0 +1,472 @@
+//! The two quote messages the pool appends to the stream.
+//!
+//! Wire form is JSON with a version field, readable with `redis-cli XRANGE`:
+//!
+//! ```json
+//! {"v":1,"kind":"create","quote_id":"…","locking_pubkey":"02…","amount":64,"unit":"hash",
+//!  "share_hash":"…","channel_id":1,"job_id":7,"template_id":3,"epoch":102,"created_at":1764000000}
+//! {"v":1,"kind":"update","state":"PAID","quote_ids":["…"]}
+//! {"v":1,"kind":"update","state":"PAID","epoch":102,"payout":5000000000,"amounts":{"…":1250}}
+//! ```
+//!
+//! Decoding checks the version first, then the shape, then the invariants (the quote id matches
+//! the share hash, amounts are positive, an epoch's amounts never exceed its payout), so the
+//! mint can dead-letter a bad message with a precise reason.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::identity::LockingPubkey;
+use crate::work::{quote_id_for_share, ShareHash};
+
+/// The message version this crate writes and reads.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// Why bytes from the stream are not a valid quote message.
+#[derive(Debug, Error)]
+pub enum MessageError {
+    #[error("message is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("message has no version field \"v\"")]
+    MissingVersion,
+    #[error(
+        "message version {found} is not supported (this build reads version {MESSAGE_VERSION})"
+    )]
+    UnsupportedVersion { found: u64 },
+    #[error("message does not have the shape of a version {MESSAGE_VERSION} quote message: {0}")]
+    Shape(#[source] serde_json::Error),
+    #[error("quote id {quote_id} is not the id of share {share_hash} (expected {expected})")]
+    QuoteIdMismatch {
+        quote_id: Uuid,
+        share_hash: ShareHash,
+        expected: Uuid,
+    },
+    #[error("quote {quote_id} has amount 0; every share is worth at least 1")]
+    ZeroAmount { quote_id: Uuid },
+    #[error("unit is empty")]
+    EmptyUnit,
+    #[error("update names no quote")]
+    EmptyUpdate,
+    #[error("update must name either quote_ids or an epoch, not both")]
+    AmbiguousUpdate,
+    #[error("epoch {epoch} update has no payout or amounts")]
+    IncompleteEpochUpdate { epoch: u64 },
+    #[error("epoch {epoch} amounts add up to {total}, more than its payout {payout}")]
+    OverIssuedEpoch {
+        epoch: u64,
+        total: u128,
+        payout: u64,
+    },
+    #[error("update state {0:?} is not supported; only \"PAID\" releases quotes")]
+    UnsupportedState(String),
+}
+
+/// A message on the quote stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuoteMessage {
+    Create(CreateQuote),
+    Update(UpdateQuote),
+}
+
+/// One accepted share: store an UNPAID quote locked to the miner's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateQuote {
+    pub quote_id: Uuid,
+    pub locking_pubkey: LockingPubkey,
+    /// Credited work in difficulty-1 units (see [`crate::credited_work`]).
+    pub amount: u64,
+    pub unit: String,
+    pub share_hash: ShareHash,
+    pub channel_id: u32,
+    pub job_id: u32,
+    pub template_id: u64,
+    /// Payout epoch: the height of the block the share's template builds.
+    pub epoch: u64,
+    /// Unix time, seconds, when the pool accepted the share.
+    pub created_at: u64,
+}
+
+impl CreateQuote {
+    /// A create message whose quote id is derived from the share hash.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_share(
+        share_hash: ShareHash,
+        locking_pubkey: LockingPubkey,
+        amount: u64,
+        channel_id: u32,
+        job_id: u32,
+        template_id: u64,
+        epoch: u64,
+        created_at: u64,
+    ) -> Self {
+        Self {
+            quote_id: quote_id_for_share(&share_hash),
+            locking_pubkey,
+            amount: amount.max(1),
+            unit: crate::UNIT.to_owned(),
+            share_hash,
+            channel_id,
+            job_id,
+            template_id,
+            epoch,
+            created_at,
+        }
+    }
+
+    fn validate(&self) -> Result<(), MessageError> {
+        let expected = quote_id_for_share(&self.share_hash);
+        if self.quote_id != expected {
+            return Err(MessageError::QuoteIdMismatch {
+                quote_id: self.quote_id,
+                share_hash: self.share_hash,
+                expected,
+            });
+        }
+        if self.amount == 0 {
+            return Err(MessageError::ZeroAmount {
+                quote_id: self.quote_id,
+            });
+        }
+        if self.unit.is_empty() {
+            return Err(MessageError::EmptyUnit);
+        }
+        Ok(())
+    }
+}
+
+/// Release quotes: mark them PAID so their owners can mint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateQuote {
+    pub release: Release,
+}
+
+/// What an update releases, one variant per release policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// ehash policy: these quotes are PAID for the amount they were created with.
+    Quotes(Vec<Uuid>),
+    /// payout-epoch policy: the epoch's quotes are PAID with these amounts.
+    Epoch(EpochPayout),
+}
+
+/// An epoch's payout split over its quotes (see [`crate::split_payout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochPayout {
+    pub epoch: u64,
+    pub payout: u64,
+    pub amounts: BTreeMap<Uuid, u64>,
+}
+
+impl UpdateQuote {
+    pub fn paid(quote_ids: Vec<Uuid>) -> Self {
+        Self {
+            release: Release::Quotes(quote_ids),
+        }
+    }
+
+    pub fn epoch_paid(payout: EpochPayout) -> Self {
+        Self {
+            release: Release::Epoch(payout),
+        }
+    }
+}
+
+const STATE_PAID: &str = "PAID";
+
+/// The flat wire form of an update; [`UpdateQuote`] is its validated form.
+#[derive(Serialize, Deserialize)]
+struct UpdateWire {
+    state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quote_ids: Option<Vec<Uuid>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    amounts: Option<BTreeMap<Uuid, u64>>,
+}
+
+impl From<&UpdateQuote> for UpdateWire {
+    fn from(update: &UpdateQuote) -> Self {
+        let mut wire = UpdateWire {
+            state: STATE_PAID.to_owned(),
+            quote_ids: None,
+            epoch: None,
+            payout: None,
+            amounts: None,
+        };
+        match &update.release {
+            Release::Quotes(ids) => wire.quote_ids = Some(ids.clone()),
+            Release::Epoch(epoch) => {
+                wire.epoch = Some(epoch.epoch);
+                wire.payout = Some(epoch.payout);
+                wire.amounts = Some(epoch.amounts.clone());
+            }
+        }
+        wire
+    }
+}
+
+impl TryFrom<UpdateWire> for UpdateQuote {
+    type Error = MessageError;
+
+    fn try_from(wire: UpdateWire) -> Result<Self, MessageError> {
+        if wire.state != STATE_PAID {
+            return Err(MessageError::UnsupportedState(wire.state));
+        }
+        let release = match (wire.quote_ids, wire.epoch) {
+            (Some(_), Some(_)) => return Err(MessageError::AmbiguousUpdate),
+            (None, None) => return Err(MessageError::EmptyUpdate),
+            (Some(ids), None) if ids.is_empty() => return Err(MessageError::EmptyUpdate),
+            (Some(ids), None) => Release::Quotes(ids),
+            (None, Some(epoch)) => {
+                let (Some(payout), Some(amounts)) = (wire.payout, wire.amounts) else {
+                    return Err(MessageError::IncompleteEpochUpdate { epoch });
+                };
+                let total: u128 = amounts.values().map(|&a| u128::from(a)).sum();
+                if total > u128::from(payout) {
+                    return Err(MessageError::OverIssuedEpoch {
+                        epoch,
+                        total,
+                        payout,
+                    });
+                }
+                Release::Epoch(EpochPayout {
+                    epoch,
+                    payout,
+                    amounts,
+                })
+            }
+        };
+        Ok(UpdateQuote { release })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Body {
+    Create(CreateQuote),
+    Update(UpdateWire),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: u32,
+    #[serde(flatten)]
+    body: Body,
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: Option<serde_json::Value>,
+}
+
+impl QuoteMessage {
+    /// The JSON stored in the stream entry's [`crate::STREAM_FIELD`].
+    pub fn to_json(&self) -> String {
+        let body = match self {
+            QuoteMessage::Create(create) => Body::Create(create.clone()),
+            QuoteMessage::Update(update) => Body::Update(update.into()),
+        };
+        let envelope = Envelope {
+            v: MESSAGE_VERSION,
+            body,
+        };
+        serde_json::to_string(&envelope).expect("quote messages always serialize")
+    }
+
+    /// Decodes and validates a message; the error says exactly what is wrong with it.
+    pub fn from_json(json: &str) -> Result<Self, MessageError> {
+        let probe: VersionProbe = serde_json::from_str(json).map_err(MessageError::Json)?;
+        match probe.v {
+            None => return Err(MessageError::MissingVersion),
+            Some(v) if v.as_u64() == Some(u64::from(MESSAGE_VERSION)) => {}
+            Some(v) => {
+                return Err(MessageError::UnsupportedVersion {
+                    found: v.as_u64().unwrap_or(u64::MAX),
+                })
+            }
+        }
+        let envelope: Envelope = serde_json::from_str(json).map_err(MessageError::Shape)?;
+        match envelope.body {
+            Body::Create(create) => {
+                create.validate()?;
+                Ok(QuoteMessage::Create(create))
+            }
+            Body::Update(wire) => Ok(QuoteMessage::Update(wire.try_into()?)),
+        }
+    }
+
+    /// `create` or `update`, for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QuoteMessage::Create(_) => "create",
+            QuoteMessage::Update(_) => "update",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::Hash;
+    use std::str::FromStr;
+
+    const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+    fn create() -> CreateQuote {
+        CreateQuote::for_share(
+            ShareHash::from_byte_array([7; 32]),
+            LockingPubkey::from_str(KEY).unwrap(),
+            64,
+            3,
+            11,
+            5,
+            102,
+            1_764_000_000,
+        )
+    }
+
+    fn reencode(value: serde_json::Value) -> Result<QuoteMessage, MessageError> {
+        QuoteMessage::from_json(&value.to_string())
+    }
+
+    #[test]
+    fn create_round_trips() {
+        let message = QuoteMessage::Create(create());
+        let json = message.to_json();
+        assert_eq!(QuoteMessage::from_json(&json).unwrap(), message);
+    }
+
+    #[test]
+    fn create_wire_form_is_stable() {
+        let value: serde_json::Value =
+            serde_json::from_str(&QuoteMessage::Create(create()).to_json()).unwrap();
+        assert_eq!(value["v"], 1);
+        assert_eq!(value["kind"], "create");
+        assert_eq!(value["unit"], "hash");
+        assert_eq!(value["amount"], 64);
+        assert_eq!(value["locking_pubkey"], KEY);
+        assert_eq!(
+            value["quote_id"],
+            quote_id_for_share(&ShareHash::from_byte_array([7; 32])).to_string()
+        );
+        assert_eq!(value["share_hash"], "07".repeat(32));
+    }
+
+    #[test]
+    fn updates_round_trip() {
+        let ids = vec![create().quote_id, Uuid::from_u128(9)];
+        let ehash = QuoteMessage::Update(UpdateQuote::paid(ids));
+        assert_eq!(QuoteMessage::from_json(&ehash.to_json()).unwrap(), ehash);
+
+        let epoch = QuoteMessage::Update(UpdateQuote::epoch_paid(EpochPayout {
+            epoch: 102,
+            payout: 1000,
+            amounts: [(Uuid::from_u128(1), 600), (Uuid::from_u128(2), 400)].into(),
+        }));
+        let json = epoch.to_json();
+        assert!(json.contains("\"state\":\"PAID\""));
+        assert_eq!(QuoteMessage::from_json(&json).unwrap(), epoch);
+    }
+
+    #[test]
+    fn unknown_and_missing_versions_are_rejected_before_the_shape() {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&QuoteMessage::Create(create()).to_json()).unwrap();
+        value["v"] = 2.into();
+        value["kind"] = "something-new".into();
+        assert!(matches!(
+            reencode(value.clone()),
+            Err(MessageError::UnsupportedVersion { found: 2 })
+        ));
+        value["v"] = "1".into();
+        assert!(matches!(
+            reencode(value.clone()),
+            Err(MessageError::UnsupportedVersion { .. })
+        ));
+        value.as_object_mut().unwrap().remove("v");
+        assert!(matches!(reencode(value), Err(MessageError::MissingVersion)));
+    }
+
+    #[test]
+    fn malformed_messages_say_why() {
+        assert!(matches!(
+            QuoteMessage::from_json("not json"),
+            Err(MessageError::Json(_))
+        ));
+        assert!(matches!(
+            QuoteMessage::from_json("[1,2]"),
+            Err(MessageError::Json(_))
+        ));
+        assert!(matches!(
+            QuoteMessage::from_json(r#"{"v":1,"kind":"delete"}"#),
+            Err(MessageError::Shape(_))
+        ));
+        let mut value: serde_json::Value =
+            serde_json::from_str(&QuoteMessage::Create(create()).to_json()).unwrap();
+        value["locking_pubkey"] = "04abcd".into();
+        assert!(matches!(reencode(value), Err(MessageError::Shape(_))));
+    }
+
+    #[test]
+    fn create_invariants_are_checked() {
+        let mut forged = create();
+        forged.quote_id = Uuid::from_u128(1);
+        assert!(matches!(
+            QuoteMessage::from_json(&QuoteMessage::Create(forged).to_json()),
+            Err(MessageError::QuoteIdMismatch { .. })
+        ));
+        let mut zero = create();
+        zero.amount = 0;
+        assert!(matches!(
+            QuoteMessage::from_json(&QuoteMessage::Create(zero).to_json()),
+            Err(MessageError::ZeroAmount { .. })
+        ));
+        let mut unitless = create();
+        unitless.unit.clear();
+        assert!(matches!(
+            QuoteMessage::from_json(&QuoteMessage::Create(unitless).to_json()),
+            Err(MessageError::EmptyUnit)
+        ));
+    }
+
+    #[test]
+    fn update_invariants_are_checked() {
+        let id = Uuid::from_u128(1).to_string();
+        let cases = [
+            (
+                serde_json::json!({"v":1,"kind":"update","state":"PAID"}),
+                "names no quote",
+            ),
+            (
+                serde_json::json!({"v":1,"kind":"update","state":"PAID","quote_ids":[]}),
+                "names no quote",
+            ),
+            (
+                serde_json::json!({"v":1,"kind":"update","state":"PAID","quote_ids":[id],"epoch":1}),
+                "not both",
+            ),
+            (
+                serde_json::json!({"v":1,"kind":"update","state":"ISSUED","quote_ids":[id]}),
+                "not supported",
+            ),
+            (
+                serde_json::json!({"v":1,"kind":"update","state":"PAID","epoch":4}),
+                "no payout",
+            ),
+            (
+                serde_json::json!({"v":1,"kind":"update","state":"PAID","epoch":4,"payout":10,"amounts":{id.clone():11}}),
+                "more than its payout",
+            ),
+        ];
+        for (value, reason) in cases {
+            let error = reencode(value.clone()).unwrap_err().to_string();
+            assert!(error.contains(reason), "{value}: {error}");
+        }
+    }
+}

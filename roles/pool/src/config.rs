@@ -1,0 +1,169 @@
+//! `pool.toml`, loaded into [`PoolConfig`]. Every field has a default that runs on regtest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ehash::ReleasePolicy;
+use serde::{Deserialize, Serialize};
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+
+/// The regtest development authority key shipped in `config/pool.toml`. Anyone can read it:
+/// generate your own with `pool keygen` before mining anywhere but regtest.
+pub const DEV_AUTHORITY_SECRET_KEY: &str = "qLGnngZYWnExemVFxzhhuEFLKm568mEPoELMayLiUK3ooJhRP";
+pub const DEV_AUTHORITY_PUBLIC_KEY: &str = "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Where miners connect (Stratum V2 over Noise).
+    pub listen_address: SocketAddr,
+    /// `/metrics` and the JSON stats endpoint.
+    pub http_address: SocketAddr,
+    pub log_dir: PathBuf,
+    pub release_policy: ReleasePolicy,
+    pub authority: AuthorityConfig,
+    pub bitcoind: BitcoindConfig,
+    pub redis: RedisConfig,
+    pub vardiff: VardiffConfig,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            listen_address: "0.0.0.0:34254".parse().expect("a socket address"),
+            http_address: "127.0.0.1:9091".parse().expect("a socket address"),
+            log_dir: PathBuf::from("logs"),
+            release_policy: ReleasePolicy::default(),
+            authority: AuthorityConfig::default(),
+            bitcoind: BitcoindConfig::default(),
+            redis: RedisConfig::default(),
+            vardiff: VardiffConfig::default(),
+        }
+    }
+}
+
+/// The Noise authority keypair and the lifetime of the certificates signed with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthorityConfig {
+    pub public_key: Secp256k1PublicKey,
+    pub secret_key: Secp256k1SecretKey,
+    pub cert_validity_secs: u64,
+}
+
+impl Default for AuthorityConfig {
+    fn default() -> Self {
+        Self {
+            public_key: DEV_AUTHORITY_PUBLIC_KEY
+                .parse()
+                .expect("the dev public key parses"),
+            secret_key: DEV_AUTHORITY_SECRET_KEY
+                .parse()
+                .expect("the dev secret key parses"),
+            cert_validity_secs: 3600,
+        }
+    }
+}
+
+/// How the pool reaches bitcoind for templates and found blocks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BitcoindConfig {
+    pub rpc_url: String,
+    /// Cookie written by bitcoind (preferred); `rpc_user`/`rpc_password` are used when unset.
+    pub cookie_file: Option<PathBuf>,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    /// Address the coinbase pays.
+    pub coinbase_address: String,
+    /// How often the pool asks for a new template when the tip has not changed.
+    pub template_poll_ms: u64,
+}
+
+impl Default for BitcoindConfig {
+    fn default() -> Self {
+        Self {
+            rpc_url: "http://127.0.0.1:18443".to_owned(),
+            cookie_file: Some(PathBuf::from(".data/bitcoind/regtest/.cookie")),
+            rpc_user: None,
+            rpc_password: None,
+            coinbase_address: "bcrt1qqrzrwrmesnkhpauet05m8klt37d6arujhl4zwp".to_owned(),
+            template_poll_ms: 500,
+        }
+    }
+}
+
+/// Where accepted shares' quote messages go, and how many may wait while Redis is away.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub stream: String,
+    /// Quote messages held in memory while Redis is unreachable; beyond this they are counted
+    /// as dropped and logged as errors.
+    pub buffer_capacity: usize,
+    /// Unsent messages are written here on shutdown and replayed on start.
+    pub journal_path: PathBuf,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            stream: ehash::QUOTE_STREAM.to_owned(),
+            buffer_capacity: 1_000_000,
+            journal_path: PathBuf::from(".data/pool/unsent-quotes.jsonl"),
+        }
+    }
+}
+
+/// Per-channel difficulty adjustment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VardiffConfig {
+    pub shares_per_minute: f32,
+    /// Hashrate (H/s) assumed for a new channel whose device states none.
+    pub initial_hashrate: f32,
+}
+
+impl Default for VardiffConfig {
+    fn default() -> Self {
+        Self {
+            shares_per_minute: 12.0,
+            initial_hashrate: 1.0e6,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/pool.toml");
+        let shipped: PoolConfig =
+            hashpool_service::load_config(Some(std::path::Path::new(path))).unwrap();
+        let defaults = PoolConfig::default();
+        assert_eq!(shipped.listen_address, defaults.listen_address);
+        assert_eq!(shipped.http_address, defaults.http_address);
+        assert_eq!(shipped.redis.stream, ehash::QUOTE_STREAM);
+        assert_eq!(
+            shipped.authority.public_key.into_bytes(),
+            Secp256k1PublicKey::from(shipped.authority.secret_key).into_bytes(),
+            "the shipped public key belongs to the shipped secret key"
+        );
+        assert_eq!(
+            shipped.authority.public_key.into_bytes(),
+            defaults.authority.public_key.into_bytes()
+        );
+        assert_eq!(shipped.release_policy, ReleasePolicy::Ehash);
+        let address: bitcoin::Address<bitcoin::address::NetworkUnchecked> =
+            shipped.bitcoind.coinbase_address.parse().unwrap();
+        assert!(address.is_valid_for_network(bitcoin::Network::Regtest));
+        assert_eq!(
+            shipped.bitcoind.coinbase_address,
+            defaults.bitcoind.coinbase_address
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! `translator.toml`, loaded into [`TranslatorConfig`]. Every field has a default that runs on
+//! regtest against the pool's default address and development authority key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use stratum_apps::key_utils::Secp256k1PublicKey;
+
+/// Public half of the pool's regtest development authority key (see the pool's config).
+pub const DEV_POOL_AUTHORITY_PUBLIC_KEY: &str =
+    "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W";
+
+/// cgminer-style firmwares (Bitaxe included) take at most 8 bytes of extranonce2.
+pub const MAX_EXTRANONCE2_SIZE: u8 = 8;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranslatorConfig {
+    /// Where Sv1 miners connect.
+    pub listen_address: SocketAddr,
+    /// `/metrics`.
+    pub metrics_address: SocketAddr,
+    pub log_dir: PathBuf,
+    pub upstream: UpstreamConfig,
+    pub downstream: DownstreamConfig,
+}
+
+impl Default for TranslatorConfig {
+    fn default() -> Self {
+        Self {
+            listen_address: "0.0.0.0:34255".parse().expect("a socket address"),
+            metrics_address: "127.0.0.1:9092".parse().expect("a socket address"),
+            log_dir: PathBuf::from("logs"),
+            upstream: UpstreamConfig::default(),
+            downstream: DownstreamConfig::default(),
+        }
+    }
+}
+
+/// The pool, reached over Noise with its authority key checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub address: String,
+    pub authority_public_key: Secp256k1PublicKey,
+    /// First reconnect delay; doubles up to `max_reconnect_delay_ms`.
+    pub reconnect_delay_ms: u64,
+    pub max_reconnect_delay_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:34254".to_owned(),
+            authority_public_key: DEV_POOL_AUTHORITY_PUBLIC_KEY
+                .parse()
+                .expect("the dev public key parses"),
+            reconnect_delay_ms: 500,
+            max_reconnect_delay_ms: 30_000,
+        }
+    }
+}
+
+/// What Sv1 miners are offered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownstreamConfig {
+    pub extranonce2_size: u8,
+    pub shares_per_minute: f32,
+    /// Hashrate (H/s) assumed for a miner that suggests no difficulty; a Bitaxe does ~1 TH/s.
+    pub initial_hashrate: f32,
+}
+
+impl Default for DownstreamConfig {
+    fn default() -> Self {
+        Self {
+            extranonce2_size: MAX_EXTRANONCE2_SIZE,
+            shares_per_minute: 12.0,
+            initial_hashrate: 1.0e12,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/translator.toml");
+        let shipped: TranslatorConfig =
+            hashpool_service::load_config(Some(std::path::Path::new(path))).unwrap();
+        let defaults = TranslatorConfig::default();
+        assert_eq!(shipped.listen_address, defaults.listen_address);
+        assert_eq!(shipped.metrics_address, defaults.metrics_address);
+        assert_eq!(shipped.upstream.address, defaults.upstream.address);
+        assert_eq!(
+            shipped.upstream.authority_public_key.into_bytes(),
+            defaults.upstream.authority_public_key.into_bytes()
+        );
+        assert!(shipped.downstream.extranonce2_size <= MAX_EXTRANONCE2_SIZE);
+    }
+}

@@ -1,0 +1,197 @@
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use bitcoin::{Address, CompressedPublicKey, Network};
+use bitcoincore_rpc::{Auth, Client, RpcApi};
+use tempfile::TempDir;
+use thiserror::Error;
+
+use crate::{free_port, workspace_root};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum BitcoindError {
+    #[error("cannot locate the pinned bitcoind (bin/build-bitcoind failed: {0})")]
+    Binary(String),
+    #[error("cannot start {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bitcoind exited during start-up with {status}: {stderr}")]
+    ExitedEarly { status: ExitStatus, stderr: String },
+    #[error("bitcoind RPC did not answer within {0:?}: {1}")]
+    RpcTimeout(Duration, String),
+    #[error("bitcoind did not stop within {0:?}")]
+    StopTimeout(Duration),
+    #[error("bitcoind RPC: {0}")]
+    Rpc(#[from] bitcoincore_rpc::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The pinned bitcoind running regtest in a temporary data dir. Killed on drop if not stopped.
+pub struct Bitcoind {
+    child: Option<Child>,
+    rpc: Client,
+    rpc_port: u16,
+    datadir: TempDir,
+}
+
+impl Bitcoind {
+    /// Starts bitcoind on free ports and waits until its RPC answers.
+    pub fn start() -> Result<Self, BitcoindError> {
+        let binary = bitcoind_binary()?;
+        let datadir = tempfile::Builder::new()
+            .prefix("hashpool-bitcoind-")
+            .tempdir()?;
+        let rpc_port = free_port();
+        let child = Command::new(&binary)
+            .arg("-regtest")
+            .arg(format!("-datadir={}", datadir.path().display()))
+            .arg(format!("-rpcport={rpc_port}"))
+            .args([
+                // No P2P: tests talk to bitcoind over RPC only.
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+                "-listen=0",
+                "-dnsseed=0",
+                "-fixedseeds=0",
+                "-printtoconsole=0",
+                "-server=1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| BitcoindError::Spawn {
+                path: binary.clone(),
+                source,
+            })?;
+
+        let cookie = datadir.path().join("regtest").join(".cookie");
+        let url = format!("http://127.0.0.1:{rpc_port}");
+        let mut node = Self {
+            child: Some(child),
+            // Placeholder until the cookie exists; replaced below.
+            rpc: Client::new(&url, Auth::None)?,
+            rpc_port,
+            datadir,
+        };
+        node.rpc = node.wait_for_rpc(&url, &cookie)?;
+        Ok(node)
+    }
+
+    fn wait_for_rpc(&mut self, url: &str, cookie: &Path) -> Result<Client, BitcoindError> {
+        let started = Instant::now();
+        let mut last_error = String::from("no cookie yet");
+        while started.elapsed() < STARTUP_TIMEOUT {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let mut stderr = String::new();
+                if let Some(pipe) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return Err(BitcoindError::ExitedEarly {
+                    status,
+                    stderr: stderr.trim().to_owned(),
+                });
+            }
+            if cookie.exists() {
+                let client = Client::new(url, Auth::CookieFile(cookie.to_owned()))?;
+                match client.get_blockchain_info() {
+                    Ok(_) => return Ok(client),
+                    Err(error) => last_error = error.to_string(),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(BitcoindError::RpcTimeout(STARTUP_TIMEOUT, last_error))
+    }
+
+    pub fn rpc(&self) -> &Client {
+        &self.rpc
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rpc_port)
+    }
+
+    pub fn rpc_port(&self) -> u16 {
+        self.rpc_port
+    }
+
+    /// The RPC cookie file, for processes under test that authenticate the way `bin/up` does.
+    pub fn cookie_file(&self) -> PathBuf {
+        self.datadir.path().join("regtest").join(".cookie")
+    }
+
+    /// Mines `count` blocks paying [`regtest_address`] and returns their hashes.
+    pub fn mine(&self, count: u64) -> Result<Vec<bitcoin::BlockHash>, BitcoindError> {
+        Ok(self.rpc.generate_to_address(count, &regtest_address())?)
+    }
+
+    /// Asks bitcoind to stop over RPC and waits for the process to exit.
+    pub fn stop(mut self) -> Result<ExitStatus, BitcoindError> {
+        self.rpc.stop()?;
+        let mut child = self.child.take().expect("a running node has a child");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if started.elapsed() > SHUTDOWN_TIMEOUT {
+                let _ = child.kill();
+                return Err(BitcoindError::StopTimeout(SHUTDOWN_TIMEOUT));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Bitcoind {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A fixed regtest P2WPKH address (secret key 0x01…01); tests mine their coinbases to it.
+pub fn regtest_address() -> Address {
+    let secp = Secp256k1::new();
+    let secret = SecretKey::from_slice(&[1; 32]).expect("a valid secret key");
+    let public = CompressedPublicKey(PublicKey::from_secret_key(&secp, &secret));
+    Address::p2wpkh(&public, Network::Regtest)
+}
+
+/// `$BITCOIND` if set, else the pinned build from `bin/build-bitcoind` (cached after the first).
+fn bitcoind_binary() -> Result<PathBuf, BitcoindError> {
+    if let Some(path) = std::env::var_os("BITCOIND") {
+        return Ok(PathBuf::from(path));
+    }
+    let script = workspace_root().join("bin").join("build-bitcoind");
+    let output = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|error| BitcoindError::Binary(format!("{}: {error}", script.display())))?;
+    if !output.status.success() {
+        return Err(BitcoindError::Binary(format!(
+            "{} exited with {}",
+            script.display(),
+            output.status
+        )));
+    }
+    let bin_dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok(PathBuf::from(bin_dir).join("bitcoind"))
+}

@@ -1,0 +1,30 @@
+//! Real services for integration tests. Nothing here is a mock: [`Bitcoind`] is the pinned Bitcoin
+//! Core binary on regtest in a throwaway data directory, on ports no other test uses.
+
+mod bitcoind;
+
+pub use bitcoind::{regtest_address, Bitcoind, BitcoindError};
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// A TCP port that was free a moment ago on 127.0.0.1 (the OS picks it, so parallel tests differ).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("the OS hands out an ephemeral port")
+}
+
+/// A Redis key prefix no other test run uses, e.g. `test:3f2a…:`; tests share one Redis.
+pub fn unique_redis_prefix(test: &str) -> String {
+    format!("test:{test}:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// The workspace root (where `bin/`, `config/` and `Cargo.toml` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
