@@ -80,7 +80,9 @@ fn devenv_declares_the_same_processes_as_bin_up_through_the_same_recipes() {
 }
 
 #[test]
-fn bin_holds_scripts_only() {
+fn bin_holds_executable_scripts_only() {
+    use std::os::unix::fs::PermissionsExt;
+
     let bin = workspace_root().join("bin");
     for entry in std::fs::read_dir(&bin).unwrap() {
         let path = entry.unwrap().path();
@@ -90,5 +92,7 @@ fn bin_holds_scripts_only() {
             "{} is not a script; no binaries belong in bin/",
             path.display()
         );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{} is not executable", path.display());
     }
 }
