@@ -13,14 +13,17 @@
 //!   ([`credited_work`]);
 //! - who gets paid: the miner's locking key parsed from the channel's `user_identity`
 //!   ([`MinerIdentity`]);
-//! - the two release policies and the pro-rata split of an epoch payout ([`policy`]).
+//! - the two release policies and the pro-rata split of an epoch payout ([`policy`]);
+//! - the message a wallet signs to list its quotes at the mint ([`lookup`]).
 
 pub mod identity;
+pub mod lookup;
 pub mod message;
 pub mod policy;
 pub mod work;
 
 pub use identity::{IdentityError, LockingPubkey, MinerIdentity};
+pub use lookup::{lookup_message, LOOKUP_FRESHNESS_SECS};
 pub use message::{CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote};
 pub use policy::{split_payout, PayoutError, ReleasePolicy};
 pub use work::{credited_work, quote_id_for_share, ShareHash, QUOTE_ID_NAMESPACE};

@@ -2,6 +2,8 @@
 
 mod config;
 mod logging;
+mod signal;
 
 pub use config::{load_config, ConfigError};
 pub use logging::{init_logging, LogGuard, LoggingError};
+pub use signal::shutdown_signal;
