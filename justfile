@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # The processes of the stack, in start order. devenv.nix declares the same set.
-processes := "redis bitcoind"
+processes := "redis bitcoind mint"
 
 # List the recipes.
 default:
@@ -16,6 +16,10 @@ up: build
 # Build the workspace.
 build:
     cargo build --workspace --bins
+
+# Read the mint's NUT-06 info.
+mint-info:
+    curl -s http://127.0.0.1:3338/v1/info
 
 # Run the whole test suite (installs prerequisites first).
 test *ARGS:
@@ -46,3 +50,7 @@ run-redis:
 # Process: the pinned bitcoind on regtest (101 blocks on first start).
 run-bitcoind:
     bin/run-bitcoind
+
+# Process: the cdk mint (consumes the quote stream, serves the cashu API on 127.0.0.1:3338).
+run-mint:
+    "${CARGO_TARGET_DIR:-target}/debug/mint" --config config/mint.toml

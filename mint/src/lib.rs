@@ -1,6 +1,213 @@
 //! The hashpool mint: a cdk mint for unit `hash` that consumes the pool's quote stream and serves
 //! the cashu HTTP API.
+//!
+//! [`MintServer::start`] runs everything in-process (the binary and the tests use it): the cdk
+//! mint on its store, the stream consumer, and the HTTP API.
 
+pub mod backend;
 pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod lookup;
+pub mod metrics;
+pub mod quotes;
+pub mod seed;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cdk::cdk_database::{self, MintKeysDatabase};
+use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
+use cdk::nuts::nut17::SupportedMethods;
+use cdk::nuts::{CurrencyUnit, PaymentMethod};
+use cdk::Mint;
+use cdk_common::database::DynMintDatabase;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use config::MintConfig;
+pub use metrics::MintMetrics;
+pub use quotes::QuoteBook;
+
+/// Denominations: every power of two up to 2^63, so any u64 amount of work can be minted.
+const DENOMINATION_BITS: u32 = 64;
+/// Quotes per NUT-29 batch mint: a miner holds one quote per share.
+const MAX_BATCH_SIZE: u64 = 1000;
+
+#[derive(Debug, Error)]
+pub enum MintError {
+    #[error(transparent)]
+    Seed(#[from] seed::SeedError),
+    #[error("cannot create the store directory {path}: {source}")]
+    StoreDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("mint store: {0}")]
+    Store(#[from] cdk_database::Error),
+    #[error("mint: {0}")]
+    Cdk(#[from] cdk::Error),
+    #[error("cannot build the cashu router: {0}")]
+    Router(String),
+    #[error(transparent)]
+    Consumer(#[from] consumer::ConsumerError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type KeysStore = Arc<dyn MintKeysDatabase<Err = cdk_database::Error> + Send + Sync>;
+
+/// Opens the configured store: cdk's PostgreSQL store when a URL is given, else a SQLite file.
+async fn open_store(config: &MintConfig) -> Result<(DynMintDatabase, KeysStore), MintError> {
+    if let Some(url) = &config.database.postgres_url {
+        let db = Arc::new(cdk_postgres::MintPgDatabase::new(url.as_str()).await?);
+        return Ok((db.clone(), db));
+    }
+    let path = &config.database.sqlite_path;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| MintError::StoreDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let db = Arc::new(cdk_sqlite::MintSqliteDatabase::new(path.clone()).await?);
+    Ok((db.clone(), db))
+}
+
+/// Builds and starts the cdk mint for unit `hash` with the `ehash` payment method.
+pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
+    let seed = seed::load_or_create_seed(&config.seed_file)?;
+    let (store, keys) = open_store(config).await?;
+    let unit = CurrencyUnit::custom(ehash::UNIT);
+    let method = PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned());
+
+    let mut builder = MintBuilder::new(store)
+        .with_name(config.info.name.clone())
+        .with_description(config.info.description.clone())
+        .with_batch_minting(
+            Some(MAX_BATCH_SIZE),
+            Some(vec![ehash::PAYMENT_METHOD.to_owned()]),
+        )
+        .with_supported_websockets(SupportedMethods::default_custom(
+            method.clone(),
+            unit.clone(),
+        ));
+    builder.configure_unit(
+        unit.clone(),
+        UnitConfig {
+            amounts: (0..DENOMINATION_BITS).map(|bit| 1u64 << bit).collect(),
+            input_fee_ppk: 0,
+        },
+    )?;
+    builder
+        .add_payment_processor(
+            unit,
+            method.clone(),
+            MintMeltLimits::new(1, u64::MAX),
+            Arc::new(backend::EhashPayments),
+        )
+        .await?;
+    // The ehash method only mints: there is nothing to melt into.
+    let mut info = builder.current_mint_info();
+    info.nuts
+        .nut05
+        .methods
+        .retain(|settings| settings.method != method);
+    info.nuts.nut05.disabled = info.nuts.nut05.methods.is_empty();
+    let builder = builder.with_mint_info(info.clone());
+
+    let mint = Arc::new(builder.build_with_seed(keys, &seed).await?);
+    // cdk keeps the first run's info in its store; ours is the source of truth on every start.
+    info.pubkey = mint.mint_info().await?.pubkey;
+    mint.set_mint_info(info).await?;
+    mint.start().await?;
+    Ok(mint)
+}
+
+/// A running mint: cdk mint, stream consumer and HTTP API.
+pub struct MintServer {
+    http_address: SocketAddr,
+    mint: Arc<Mint>,
+    metrics: Arc<MintMetrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MintServer {
+    pub async fn start(config: MintConfig) -> Result<Self, MintError> {
+        let mint = build_mint(&config).await?;
+        let metrics = Arc::new(MintMetrics::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let book = QuoteBook::new(mint.clone());
+        let consumer =
+            consumer::QuoteConsumer::connect(config.redis.clone(), book.clone(), metrics.clone())
+                .await?;
+        let consumer_task = tokio::spawn(consumer.run(shutdown_rx.clone()));
+
+        let app = http::router(book, metrics.clone(), config.max_body_bytes).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen_address)
+            .await
+            .map_err(|source| MintError::Listen {
+                address: config.listen_address,
+                source,
+            })?;
+        let http_address = listener.local_addr().map_err(|source| MintError::Listen {
+            address: config.listen_address,
+            source,
+        })?;
+        let mut http_shutdown = shutdown_rx;
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_address, "mint serving the cashu API");
+
+        Ok(Self {
+            http_address,
+            mint,
+            metrics,
+            shutdown,
+            tasks: vec![consumer_task, http_task],
+        })
+    }
+
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_address)
+    }
+
+    pub fn mint(&self) -> &Arc<Mint> {
+        &self.mint
+    }
+
+    pub fn metrics(&self) -> &Arc<MintMetrics> {
+        &self.metrics
+    }
+
+    /// Stops consuming and serving, then stops the cdk mint.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(error) = self.mint.stop().await {
+            tracing::warn!(%error, "cdk mint did not stop cleanly");
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Reads the pool's quote stream in consumer group `mint` and applies each message to the store.
+//!
+//! Delivery is at least once and every action is idempotent, so the rules are simple: an entry is
+//! acknowledged only after its effect is committed; entries another consumer left pending (it
+//! died) are claimed after `claim_idle_ms`; a message that can never be applied goes to the
+//! dead-letter stream with its reason and is acknowledged; store trouble, or an update that
+//! overtook its create, leaves the entry pending and it is tried again.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ehash::QuoteMessage;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::ConsumerConfig;
+use crate::metrics::MintMetrics;
+use crate::quotes::{Created, QuoteBook, QuoteBookError};
+
+/// How long an update may wait for its create before it is dead-lettered.
+const UPDATE_WAIT_LIMIT: Duration = Duration::from_secs(600);
+/// How often entries left pending by a failed attempt are tried again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Pause after a Redis error before the next attempt, doubling up to the cap.
+const REDIS_BACKOFF_START: Duration = Duration::from_millis(100);
+const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum ConsumerError {
+    #[error("invalid Redis URL {url}: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// What became of one stream entry.
+enum Outcome {
+    /// Applied (or already applied): acknowledge.
+    Done,
+    /// Can never be applied: dead-letter with this reason, then acknowledge.
+    Reject(String),
+    /// Not now: leave pending and try again.
+    Retry(QuoteBookError),
+}
+
+pub struct QuoteConsumer {
+    config: ConsumerConfig,
+    consumer_name: String,
+    dead_letter_stream: String,
+    redis: ConnectionManager,
+    book: QuoteBook,
+    metrics: Arc<MintMetrics>,
+    /// Entries left pending for a retry, by stream id, with when they were first tried.
+    waiting: HashMap<String, Instant>,
+}
+
+impl QuoteConsumer {
+    pub async fn connect(
+        config: ConsumerConfig,
+        book: QuoteBook,
+        metrics: Arc<MintMetrics>,
+    ) -> Result<Self, ConsumerError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|source| ConsumerError::Url {
+                url: config.url.clone(),
+                source,
+            })?;
+        // XREADGROUP blocks server-side for block_ms: the response timeout must outlast it.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(
+                Duration::from_millis(config.block_ms) + Duration::from_secs(5),
+            ))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        let redis = loop {
+            match ConnectionManager::new_with_config(client.clone(), manager_config.clone()).await {
+                Ok(redis) => break redis,
+                Err(error) => {
+                    tracing::warn!(%error, url = %config.url, "Redis is unreachable; retrying");
+                    tokio::time::sleep(REDIS_BACKOFF_CAP).await;
+                }
+            }
+        };
+        let consumer_name = config
+            .consumer_name
+            .clone()
+            .unwrap_or_else(default_consumer_name);
+        Ok(Self {
+            dead_letter_stream: ehash::dead_letter_stream(&config.stream),
+            consumer_name,
+            config,
+            redis,
+            book,
+            metrics,
+            waiting: HashMap::new(),
+        })
+    }
+
+    pub fn consumer_name(&self) -> &str {
+        &self.consumer_name
+    }
+
+    /// Consumes until `shutdown` turns true. Redis outages are waited out, never fatal.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            stream = %self.config.stream,
+            group = %self.config.group,
+            consumer = %self.consumer_name,
+            "consuming quote messages"
+        );
+        let mut backoff = REDIS_BACKOFF_START;
+        let mut group_ready = false;
+        // Our own pending entries first: what this consumer read before a crash or restart.
+        let mut read_own_pending = true;
+        let mut next_claim = Instant::now();
+        let mut next_retry = Instant::now();
+
+        while !*shutdown.borrow() {
+            let step = async {
+                if !group_ready {
+                    self.ensure_group().await?;
+                    group_ready = true;
+                }
+                if Instant::now() >= next_claim {
+                    self.claim_abandoned().await?;
+                    next_claim = Instant::now()
+                        + Duration::from_millis(self.config.claim_idle_ms / 2).max(RETRY_INTERVAL);
+                }
+                if read_own_pending || (!self.waiting.is_empty() && Instant::now() >= next_retry) {
+                    let entries = self.read("0", None).await?;
+                    self.process(entries).await?;
+                    read_own_pending = false;
+                    next_retry = Instant::now() + RETRY_INTERVAL;
+                }
+                let block = if self.waiting.is_empty() {
+                    self.config.block_ms
+                } else {
+                    (RETRY_INTERVAL.as_millis() as u64).min(self.config.block_ms)
+                };
+                let entries = self.read(">", Some(block)).await?;
+                self.process(entries).await
+            };
+            let result = tokio::select! {
+                result = step => result,
+                _ = shutdown.changed() => break,
+            };
+            match result {
+                Ok(()) => backoff = REDIS_BACKOFF_START,
+                Err(error) => {
+                    self.metrics.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, retry_in = ?backoff, "Redis error while consuming");
+                    if error.code() == Some("NOGROUP") {
+                        group_ready = false;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(REDIS_BACKOFF_CAP);
+                }
+            }
+        }
+        tracing::info!(consumer = %self.consumer_name, "quote consumer stopped");
+    }
+
+    async fn ensure_group(&mut self) -> redis::RedisResult<()> {
+        // From id 0: messages the pool sent before any mint ever ran are consumed too.
+        let created: redis::RedisResult<()> = self
+            .redis
+            .xgroup_create_mkstream(&self.config.stream, &self.config.group, "0")
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Takes over entries that another consumer read but never acknowledged.
+    async fn claim_abandoned(&mut self) -> redis::RedisResult<()> {
+        let mut start = "0-0".to_owned();
+        loop {
+            let reply: redis::streams::StreamAutoClaimReply = self
+                .redis
+                .xautoclaim_options(
+                    &self.config.stream,
+                    &self.config.group,
+                    &self.consumer_name,
+                    self.config.claim_idle_ms,
+                    &start,
+                    StreamAutoClaimOptions::default().count(self.config.batch_size),
+                )
+                .await?;
+            if !reply.claimed.is_empty() {
+                tracing::info!(
+                    count = reply.claimed.len(),
+                    "claimed entries left pending by another consumer"
+                );
+                self.metrics
+                    .claimed
+                    .fetch_add(reply.claimed.len() as u64, Ordering::Relaxed);
+                self.process(reply.claimed).await?;
+            }
+            if reply.next_stream_id == "0-0" {
+                return Ok(());
+            }
+            start = reply.next_stream_id;
+        }
+    }
+
+    async fn read(
+        &mut self,
+        from: &str,
+        block_ms: Option<u64>,
+    ) -> redis::RedisResult<Vec<StreamId>> {
+        let mut options = StreamReadOptions::default()
+            .group(&self.config.group, &self.consumer_name)
+            .count(self.config.batch_size);
+        if let Some(block_ms) = block_ms {
+            options = options.block(block_ms as usize);
+        }
+        let reply: Option<StreamReadReply> = self
+            .redis
+            .xread_options(&[&self.config.stream], &[from], &options)
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|reply| reply.keys)
+            .flat_map(|key| key.ids)
+            .collect())
+    }
+
+    async fn process(&mut self, entries: Vec<StreamId>) -> redis::RedisResult<()> {
+        let mut done = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match self.apply(&entry).await {
+                Outcome::Done => {
+                    self.waiting.remove(&entry.id);
+                    done.push(entry.id);
+                }
+                Outcome::Reject(reason) => {
+                    self.dead_letter(&entry, &reason).await?;
+                    self.waiting.remove(&entry.id);
+                }
+                Outcome::Retry(error) => {
+                    let first_try = *self
+                        .waiting
+                        .entry(entry.id.clone())
+                        .or_insert_with(Instant::now);
+                    if matches!(error, QuoteBookError::UnknownQuote(_))
+                        && first_try.elapsed() > UPDATE_WAIT_LIMIT
+                    {
+                        let reason =
+                            format!("{error} after waiting {UPDATE_WAIT_LIMIT:?} for its create");
+                        self.dead_letter(&entry, &reason).await?;
+                        self.waiting.remove(&entry.id);
+                    } else {
+                        self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(entry = %entry.id, %error, "left pending to retry");
+                    }
+                }
+            }
+        }
+        if !done.is_empty() {
+            let _: usize = self
+                .redis
+                .xack(&self.config.stream, &self.config.group, &done)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, entry: &StreamId) -> Outcome {
+        let Some(json) = entry.get::<String>(ehash::STREAM_FIELD) else {
+            // Emptied by XDEL/XTRIM, or not written by a pool.
+            return Outcome::Reject(format!("entry has no \"{}\" field", ehash::STREAM_FIELD));
+        };
+        let message = match QuoteMessage::from_json(&json) {
+            Ok(message) => message,
+            Err(error) => return Outcome::Reject(error.to_string()),
+        };
+        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        let result = match &message {
+            QuoteMessage::Create(create) => self.book.create(create).await.map(|created| {
+                let counter = match created {
+                    Created::New => &self.metrics.quotes_created,
+                    Created::AlreadyStored => &self.metrics.quotes_redelivered,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+            QuoteMessage::Update(update) => self.book.release(update).await.map(|()| {
+                self.metrics.updates_applied.fetch_add(1, Ordering::Relaxed);
+            }),
+        };
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(error) if error.is_transient() => Outcome::Retry(error),
+            Err(error) => Outcome::Reject(error.to_string()),
+        }
+    }
+
+    /// Parks an entry with the reason it was refused, and acknowledges it, atomically.
+    async fn dead_letter(&mut self, entry: &StreamId, reason: &str) -> redis::RedisResult<()> {
+        let original = entry.get::<String>(ehash::STREAM_FIELD).unwrap_or_default();
+        tracing::warn!(entry = %entry.id, %reason, "quote message dead-lettered");
+        redis::pipe()
+            .atomic()
+            .xadd(
+                &self.dead_letter_stream,
+                "*",
+                &[
+                    (ehash::STREAM_FIELD, original.as_str()),
+                    ("reason", reason),
+                    ("source_id", entry.id.as_str()),
+                    ("consumer", self.consumer_name.as_str()),
+                ],
+            )
+            .ignore()
+            .xack(&self.config.stream, &self.config.group, &[&entry.id])
+            .ignore()
+            .query_async::<()>(&mut self.redis)
+            .await?;
+        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// `mint-<hostname>`: stable across restarts, so a restarted mint reads its own pending entries
+/// at once instead of waiting for them to be claimed as abandoned.
+fn default_consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("mint-{host}")
+}

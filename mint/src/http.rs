@@ -1,0 +1,181 @@
+//! The mint's HTTP API: cdk-axum's standard cashu routes plus ours, with every error a cashu
+//! error body (`{"code", "detail"}`) rather than a bare status or a 500.
+
+use std::sync::Arc;
+
+use axum::body::to_bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cdk::error::{ErrorCode, ErrorResponse};
+
+use crate::backend::HTTP_QUOTES_REFUSED;
+use crate::lookup::{LookupVerifier, QuoteLookupRequest, QuoteLookupResponse, QuoteSummary};
+use crate::metrics::MintMetrics;
+use crate::quotes::QuoteBook;
+use crate::MintError;
+
+/// Error code for requests the mint cannot parse (bad JSON, wrong shape, oversized body). The
+/// NUTs define no code for this; 10000 sits before the proof-verification codes.
+pub const MALFORMED_REQUEST: u16 = 10_000;
+
+/// The largest error body we read back when turning a framework rejection into a cashu error.
+const REJECTION_TEXT_LIMIT: usize = 4096;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<MintMetrics>,
+    book: QuoteBook,
+    lookups: Arc<LookupVerifier>,
+}
+
+/// cdk-axum's routes for unit `hash` and method `ehash`, plus the signed quote lookup,
+/// `/health` and `/metrics`.
+pub async fn router(
+    book: QuoteBook,
+    metrics: Arc<MintMetrics>,
+    max_body_bytes: usize,
+) -> Result<Router, MintError> {
+    let cashu =
+        cdk_axum::create_mint_router(book.mint().clone(), vec![ehash::PAYMENT_METHOD.to_owned()])
+            .await
+            .map_err(|error| MintError::Router(error.to_string()))?;
+    let state = AppState {
+        metrics: metrics.clone(),
+        book,
+        lookups: Arc::new(LookupVerifier::default()),
+    };
+    let ours = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(render_metrics))
+        .route("/v1/ehash/quotes", post(lookup_quotes))
+        .with_state(state.clone());
+    Ok(cashu
+        .merge(ours)
+        .layer(middleware::from_fn(refuse_http_quotes))
+        .layer(middleware::from_fn_with_state(state, cashu_errors))
+        .layer(DefaultBodyLimit::max(max_body_bytes)))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// The quotes locked to a key, for a wallet that proves it holds the key.
+async fn lookup_quotes(
+    State(state): State<AppState>,
+    Json(request): Json<QuoteLookupRequest>,
+) -> Response {
+    let now = cdk::util::unix_time();
+    let key = match state.lookups.verify(&request, now) {
+        Ok(key) => key,
+        Err(error) => {
+            return cashu_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::WitnessMissingOrInvalid,
+                error.to_string(),
+            )
+        }
+    };
+    match state.book.quotes_for_key(&key).await {
+        Ok(quotes) => Json(QuoteLookupResponse {
+            pubkey: key.to_string(),
+            quotes: quotes
+                .iter()
+                .map(|quote| QuoteSummary {
+                    quote: quote.id.to_string(),
+                    state: quote.state(),
+                    unit: quote.unit.to_string(),
+                    amount: quote
+                        .amount
+                        .as_ref()
+                        .map(|amount| amount.value())
+                        .unwrap_or(0),
+                    amount_paid: quote.amount_paid().value(),
+                    amount_issued: quote.amount_issued().value(),
+                    created_at: quote.created_time,
+                })
+                .collect(),
+        })
+        .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "quote lookup failed");
+            cashu_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unknown(50_000),
+                "the mint store is unavailable; try again",
+            )
+        }
+    }
+}
+
+pub fn cashu_error(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Response {
+    (status, Json(ErrorResponse::new(code, detail.into()))).into_response()
+}
+
+/// Quotes are made by the pool, never over HTTP: say so plainly instead of cdk's generic
+/// "invalid payment request".
+async fn refuse_http_quotes(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if request.method() == Method::POST
+        && path.trim_end_matches('/') == format!("/v1/mint/quote/{}", ehash::PAYMENT_METHOD)
+    {
+        return cashu_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MintingDisabled,
+            HTTP_QUOTES_REFUSED,
+        );
+    }
+    next.run(request).await
+}
+
+/// Counts responses by status and gives every error a cashu error body: framework rejections
+/// (plain-text 4xx from axum's extractors and the body limit) keep their status with code
+/// [`MALFORMED_REQUEST`]; a 5xx keeps its status (the mint's fault, not the request's).
+async fn cashu_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let response = if status.is_server_error() {
+        tracing::error!(%status, "internal error answered as a cashu error");
+        cashu_error(
+            status,
+            ErrorCode::Unknown(50_000),
+            "internal mint error; the request was not applied",
+        )
+    } else if status.is_client_error() && !is_json {
+        let (parts, body) = response.into_parts();
+        let text = to_bytes(body, REJECTION_TEXT_LIMIT)
+            .await
+            .unwrap_or_default();
+        let detail = String::from_utf8_lossy(&text).trim().to_owned();
+        let detail = if detail.is_empty() {
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_owned()
+        } else {
+            detail
+        };
+        cashu_error(parts.status, ErrorCode::Unknown(MALFORMED_REQUEST), detail)
+    } else {
+        response
+    };
+    state.metrics.record_http_status(response.status().as_u16());
+    response
+}

@@ -1,0 +1,219 @@
+//! Turning the pool's quote messages into cdk mint quotes, idempotently.
+//!
+//! A `create` writes an UNPAID quote under its deterministic id, locked to the miner's key, plus
+//! an entry in our key -> quotes index, in one store transaction. An `update` records a payment
+//! whose id is derived from the quote (and epoch), so a redelivered message is a no-op in cdk.
+
+use std::sync::Arc;
+
+use cdk::mint::{MintQuote, QuoteId};
+use cdk::nuts::{CurrencyUnit, PaymentMethod, PublicKey};
+use cdk::{Amount, Mint};
+use cdk_common::database::Error as StoreError;
+use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
+use ehash::{CreateQuote, LockingPubkey, Release, UpdateQuote};
+use thiserror::Error;
+use uuid::Uuid;
+
+/// KV namespace of the index from locking key to quote ids (cdk has no query by pubkey).
+const KEY_INDEX_NAMESPACE: &str = "ehash_quotes_by_key";
+
+/// Quotes are never refused for age (the pool created them for real work); wallets hide quotes
+/// whose expiry has passed, so set it far out.
+const QUOTE_EXPIRY_SECS: u64 = 10 * 365 * 24 * 3600;
+
+#[derive(Debug, Error)]
+pub enum QuoteBookError {
+    /// The update is for a quote whose `create` has not been processed yet: retry it later.
+    #[error("quote {0} is not in the store (yet)")]
+    UnknownQuote(Uuid),
+    #[error("quote {quote_id} has unit {found}; this mint issues {expected}")]
+    WrongUnit {
+        quote_id: Uuid,
+        found: String,
+        expected: String,
+    },
+    #[error("mint store: {0}")]
+    Store(#[from] StoreError),
+    #[error("mint: {0}")]
+    Mint(#[from] cdk::Error),
+}
+
+impl QuoteBookError {
+    /// Whether trying the same message again later can succeed (store trouble, or an update that
+    /// overtook its create), as opposed to a message that is wrong for this mint.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, QuoteBookError::WrongUnit { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyStored,
+}
+
+#[derive(Clone)]
+pub struct QuoteBook {
+    mint: Arc<Mint>,
+    unit: CurrencyUnit,
+    method: PaymentMethod,
+}
+
+impl QuoteBook {
+    pub fn new(mint: Arc<Mint>) -> Self {
+        Self {
+            mint,
+            unit: CurrencyUnit::custom(ehash::UNIT),
+            method: PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
+        }
+    }
+
+    pub fn mint(&self) -> &Arc<Mint> {
+        &self.mint
+    }
+
+    /// Stores the quote UNPAID; a quote already stored under that id is left as it is.
+    #[tracing::instrument(skip_all, fields(quote_id = %create.quote_id))]
+    pub async fn create(&self, create: &CreateQuote) -> Result<Created, QuoteBookError> {
+        if create.unit != ehash::UNIT {
+            return Err(QuoteBookError::WrongUnit {
+                quote_id: create.quote_id,
+                found: create.unit.clone(),
+                expected: ehash::UNIT.to_owned(),
+            });
+        }
+        let id = QuoteId::from(create.quote_id);
+        let store = self.mint.localstore();
+        if store.get_mint_quote(&id).await?.is_some() {
+            return Ok(Created::AlreadyStored);
+        }
+
+        let pubkey = PublicKey::from_slice(&create.locking_pubkey.to_bytes())
+            .expect("a LockingPubkey is a valid secp256k1 key");
+        let zero = Amount::new(0, self.unit.clone());
+        let quote = MintQuote::new(
+            Some(id.clone()),
+            format!("ehash:{}", create.share_hash),
+            self.unit.clone(),
+            Some(Amount::new(create.amount, self.unit.clone())),
+            create.created_at.saturating_add(QUOTE_EXPIRY_SECS),
+            PaymentIdentifier::QuoteId(id.clone()),
+            Some(pubkey),
+            zero.clone(),
+            zero,
+            self.method.clone(),
+            create.created_at,
+            create.created_at,
+            Vec::new(),
+            Vec::new(),
+            None,
+        );
+
+        let mut tx = store.begin_transaction().await?;
+        match tx.add_mint_quote(quote).await {
+            Ok(_) => {}
+            // Another consumer stored it between our lookup and this insert.
+            Err(StoreError::Duplicate) => {
+                tx.rollback().await?;
+                return Ok(Created::AlreadyStored);
+            }
+            Err(error) => {
+                tx.rollback().await?;
+                return Err(error.into());
+            }
+        }
+        tx.kv_write(
+            KEY_INDEX_NAMESPACE,
+            &create.locking_pubkey.to_string(),
+            &create.quote_id.to_string(),
+            &create.created_at.to_be_bytes(),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(amount = create.amount, "quote stored UNPAID");
+        Ok(Created::New)
+    }
+
+    /// Marks the named quotes PAID. Applying the same update twice changes nothing.
+    pub async fn release(&self, update: &UpdateQuote) -> Result<(), QuoteBookError> {
+        match &update.release {
+            Release::Quotes(ids) => {
+                for id in ids {
+                    self.pay(*id, None, |quote| quote.amount.clone()).await?;
+                }
+            }
+            Release::Epoch(payout) => {
+                for (id, amount) in &payout.amounts {
+                    let amount = Amount::new(*amount, self.unit.clone());
+                    self.pay(*id, Some(payout.epoch), |_| Some(amount.clone()))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(quote_id = %quote_id))]
+    async fn pay(
+        &self,
+        quote_id: Uuid,
+        epoch: Option<u64>,
+        amount_of: impl FnOnce(&MintQuote) -> Option<Amount<CurrencyUnit>>,
+    ) -> Result<(), QuoteBookError> {
+        let id = QuoteId::from(quote_id);
+        let mut tx = self.mint.localstore().begin_transaction().await?;
+        let Some(mut quote) = tx.get_mint_quote(&id).await? else {
+            tx.rollback().await?;
+            return Err(QuoteBookError::UnknownQuote(quote_id));
+        };
+        let Some(amount) = amount_of(&quote).filter(|amount| amount.value() > 0) else {
+            // An epoch share of zero: nothing to pay.
+            tx.rollback().await?;
+            return Ok(());
+        };
+        let payment_id = match epoch {
+            None => format!("ehash-{quote_id}"),
+            Some(epoch) => format!("epoch-{epoch}-{quote_id}"),
+        };
+        let payment = WaitPaymentResponse {
+            payment_identifier: quote.request_lookup_id.clone(),
+            payment_amount: amount,
+            payment_id,
+        };
+        let newly_paid = self
+            .mint
+            .pay_mint_quote(&mut tx, &mut quote, payment)
+            .await?;
+        tx.commit().await?;
+        if newly_paid {
+            self.mint
+                .pubsub_manager()
+                .mint_quote_payment(&quote, quote.amount_paid());
+            tracing::debug!("quote PAID");
+        }
+        Ok(())
+    }
+
+    /// The quotes locked to `key`, oldest first.
+    pub async fn quotes_for_key(
+        &self,
+        key: &LockingPubkey,
+    ) -> Result<Vec<MintQuote>, QuoteBookError> {
+        let store = self.mint.localstore();
+        let ids: Vec<QuoteId> = store
+            .kv_list(KEY_INDEX_NAMESPACE, &key.to_string())
+            .await?
+            .iter()
+            .filter_map(|id| id.parse::<Uuid>().ok().map(QuoteId::from))
+            .collect();
+        let mut quotes: Vec<MintQuote> = store
+            .get_mint_quotes_by_ids(&ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        quotes.sort_by_key(|quote| quote.created_time);
+        Ok(quotes)
+    }
+}

@@ -1,0 +1,580 @@
+//! The mint end to end with real services: the machine's Redis, the mint (cdk, SQLite store,
+//! stream consumer, HTTP API) started in-process, and a cdk wallet talking HTTP to it. The test
+//! plays the pool by appending quote messages to a stream of its own.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::Hash;
+use cdk::amount::SplitTarget;
+use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
+use cdk::wallet::Wallet;
+use cdk::Amount;
+use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
+use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
+use hashpool_mint::{MintConfig, MintServer};
+use redis::AsyncCommands;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+struct Harness {
+    server: Option<MintServer>,
+    stream: String,
+    redis: redis::aio::MultiplexedConnection,
+    _dir: TempDir,
+}
+
+impl Harness {
+    async fn start(test: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = format!("{}quotes", hashpool_testkit::unique_redis_prefix(test));
+        let config = MintConfig {
+            listen_address: "127.0.0.1:0".parse().unwrap(),
+            log_dir: dir.path().join("logs"),
+            seed_file: dir.path().join("seed"),
+            database: DatabaseConfig {
+                sqlite_path: dir.path().join("mint.sqlite"),
+                postgres_url: None,
+            },
+            redis: ConsumerConfig {
+                stream: stream.clone(),
+                consumer_name: Some(format!("{test}-mint")),
+                block_ms: 100,
+                claim_idle_ms: 300,
+                ..ConsumerConfig::default()
+            },
+            ..MintConfig::default()
+        };
+        let server = MintServer::start(config).await.expect("the mint starts");
+        let redis = redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        Self {
+            server: Some(server),
+            stream,
+            redis,
+            _dir: dir,
+        }
+    }
+
+    fn server(&self) -> &MintServer {
+        self.server.as_ref().expect("the mint is running")
+    }
+
+    async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    async fn push(&mut self, message: &QuoteMessage) {
+        self.push_raw(&message.to_json()).await;
+    }
+
+    async fn push_raw(&mut self, json: &str) {
+        let _: String = self
+            .redis
+            .xadd(&self.stream, "*", &[(ehash::STREAM_FIELD, json)])
+            .await
+            .unwrap();
+    }
+
+    async fn http_get(&self, path: &str) -> (u16, serde_json::Value) {
+        http_get(&format!("{}{path}", self.server().url())).await
+    }
+
+    async fn wait_for_state(&self, quote_id: Uuid, state: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self
+                .http_get(&format!("/v1/mint/quote/ehash/{quote_id}"))
+                .await;
+            if status == 200 && quote_state(&body) == state {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "quote {quote_id} never reached {state}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wallet(&self) -> Wallet {
+        let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>().concat().try_into().unwrap();
+        let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
+        Wallet::new(
+            &self.server().url(),
+            CurrencyUnit::custom(ehash::UNIT),
+            Arc::new(store),
+            seed,
+            None,
+        )
+        .unwrap()
+    }
+
+    async fn pending_count(&mut self) -> usize {
+        let reply: redis::streams::StreamPendingReply = self
+            .redis
+            .xpending(&self.stream, ehash::MINT_CONSUMER_GROUP)
+            .await
+            .unwrap();
+        reply.count()
+    }
+}
+
+/// UNPAID / PAID / ISSUED from a NUT-04 quote body: cdk's custom-method responses carry
+/// amount_paid and amount_issued rather than a state field.
+fn quote_state(body: &serde_json::Value) -> &'static str {
+    if let Some(state) = body["state"].as_str() {
+        return match state {
+            "PAID" => "PAID",
+            "ISSUED" => "ISSUED",
+            _ => "UNPAID",
+        };
+    }
+    let paid = body["amount_paid"].as_u64().unwrap_or(0);
+    let issued = body["amount_issued"].as_u64().unwrap_or(0);
+    match (paid, issued) {
+        (0, _) => "UNPAID",
+        (paid, issued) if issued >= paid => "ISSUED",
+        _ => "PAID",
+    }
+}
+
+async fn http_get(url: &str) -> (u16, serde_json::Value) {
+    http_request("GET", url, None).await
+}
+
+/// A minimal HTTP/1.1 client over a TcpStream, so the tests see exactly what a wallet sees.
+async fn http_request(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let (_, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let payload = dechunk(payload);
+    let json = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+    (status, json)
+}
+
+fn dechunk(payload: &str) -> String {
+    // axum answers Connection: close requests with a Content-Length or chunked body.
+    let mut out = String::new();
+    let mut rest = payload;
+    loop {
+        let Some((size_line, after)) = rest.split_once("\r\n") else {
+            return payload.to_owned();
+        };
+        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
+            return payload.to_owned();
+        };
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+}
+
+fn miner_key() -> (SecretKey, LockingPubkey) {
+    let secret = SecretKey::generate();
+    let locking = LockingPubkey::from_str(&secret.public_key().to_hex()).unwrap();
+    (secret, locking)
+}
+
+fn share(locking: LockingPubkey, amount: u64) -> CreateQuote {
+    CreateQuote::for_share(
+        ShareHash::from_byte_array(rand::random()),
+        locking,
+        amount,
+        1,
+        1,
+        1,
+        102,
+        1_764_000_000,
+    )
+}
+
+/// Registers an externally created quote in the wallet with its NUT-20 key, as the hashpool
+/// wallet does after the signed lookup.
+async fn adopt_quote(wallet: &Wallet, create: &CreateQuote, secret: &SecretKey) {
+    let quote = cdk::wallet::MintQuote::new(
+        create.quote_id.to_string(),
+        wallet.mint_url.clone(),
+        PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
+        Some(Amount::from(create.amount)),
+        wallet.unit.clone(),
+        format!("ehash:{}", create.share_hash),
+        create.created_at + 3600 * 24 * 365,
+        Some(secret.clone()),
+    );
+    wallet.localstore.add_mint_quote(quote).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_quote_mints_to_its_key_holder_only_and_only_once() {
+    let mut harness = Harness::start("mint-flow").await;
+    let (secret, locking) = miner_key();
+    let create = share(locking, 1000);
+    harness.push(&QuoteMessage::Create(create.clone())).await;
+
+    let body = harness.wait_for_state(create.quote_id, "UNPAID").await;
+    assert_eq!(body["amount"], 1000);
+    assert_eq!(body["unit"], "hash");
+    assert_eq!(body["pubkey"], locking.to_string());
+
+    // Not PAID yet: nothing to mint (the wallet sees no mintable amount and stops).
+    let owner = harness.wallet().await;
+    adopt_quote(&owner, &create, &secret).await;
+    let error = owner
+        .mint(&create.quote_id.to_string(), SplitTarget::default(), None)
+        .await
+        .expect_err("an UNPAID quote cannot be minted");
+    let error = error.to_string().to_lowercase();
+    assert!(
+        error.contains("paid") || error.contains("amount undefined"),
+        "{error}"
+    );
+
+    harness
+        .push(&QuoteMessage::Update(UpdateQuote::paid(vec![
+            create.quote_id,
+        ])))
+        .await;
+    harness.wait_for_state(create.quote_id, "PAID").await;
+
+    // Another key cannot mint it (NUT-20).
+    let (thief_secret, _) = miner_key();
+    let thief = harness.wallet().await;
+    adopt_quote(&thief, &create, &thief_secret).await;
+    let error = thief
+        .mint(&create.quote_id.to_string(), SplitTarget::default(), None)
+        .await
+        .expect_err("a wallet without the locking key cannot mint");
+    assert!(
+        error.to_string().to_lowercase().contains("signature"),
+        "{error}"
+    );
+
+    // The key holder mints exactly the quote's amount.
+    let proofs = owner
+        .mint(&create.quote_id.to_string(), SplitTarget::default(), None)
+        .await
+        .expect("the key holder mints a PAID quote");
+    let minted: u64 = proofs.iter().map(|proof| u64::from(proof.amount)).sum();
+    assert_eq!(minted, 1000);
+    harness.wait_for_state(create.quote_id, "ISSUED").await;
+
+    // The proofs are real: the mint accepts them in a swap, which spends them.
+    owner
+        .swap(
+            None,
+            SplitTarget::default(),
+            proofs.clone(),
+            None,
+            false,
+            false,
+        )
+        .await
+        .expect("the minted proofs verify in a swap");
+    let states = owner.check_proofs_spent(proofs).await.unwrap();
+    assert!(states
+        .iter()
+        .all(|state| state.state == cdk::nuts::State::Spent));
+    assert_eq!(u64::from(owner.total_balance().await.unwrap()), 1000);
+
+    // Minting twice is refused.
+    let error = owner
+        .mint(&create.quote_id.to_string(), SplitTarget::default(), None)
+        .await
+        .expect_err("an ISSUED quote cannot be minted again");
+    assert!(!error.to_string().is_empty());
+
+    assert_eq!(harness.pending_count().await, 0, "every entry acknowledged");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_create_makes_one_quote_and_bad_messages_are_dead_lettered() {
+    let mut harness = Harness::start("mint-idempotent").await;
+    let (_, locking) = miner_key();
+    let create = share(locking, 7);
+    let message = QuoteMessage::Create(create.clone());
+    harness.push(&message).await;
+    harness.push(&message).await;
+    harness.push_raw("{not json").await;
+    harness.push_raw(r#"{"v":99,"kind":"create"}"#).await;
+    let next = share(locking, 9);
+    harness.push(&QuoteMessage::Create(next.clone())).await;
+
+    harness.wait_for_state(next.quote_id, "UNPAID").await;
+    let book = hashpool_mint::QuoteBook::new(harness.server().mint().clone());
+    let quotes = book.quotes_for_key(&locking).await.unwrap();
+    let mut ids: Vec<String> = quotes.iter().map(|quote| quote.id.to_string()).collect();
+    let mut expected = vec![create.quote_id.to_string(), next.quote_id.to_string()];
+    ids.sort();
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "one quote per share, however often its create arrives"
+    );
+
+    let dead: redis::streams::StreamRangeReply = harness
+        .redis
+        .xrange_all(ehash::dead_letter_stream(&harness.stream))
+        .await
+        .unwrap();
+    let reasons: Vec<String> = dead
+        .ids
+        .iter()
+        .map(|entry| entry.get::<String>("reason").unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("not valid JSON"), "{reasons:?}");
+    assert!(reasons[1].contains("version 99"), "{reasons:?}");
+    assert_eq!(
+        harness
+            .server()
+            .metrics()
+            .dead_letters
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert_eq!(harness.pending_count().await, 0);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_before_create_is_retried_not_lost() {
+    let mut harness = Harness::start("mint-reorder").await;
+    let (_, locking) = miner_key();
+    let create = share(locking, 3);
+    harness
+        .push(&QuoteMessage::Update(UpdateQuote::paid(vec![
+            create.quote_id,
+        ])))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    harness.push(&QuoteMessage::Create(create.clone())).await;
+    harness.wait_for_state(create.quote_id, "PAID").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while harness.pending_count().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the update was never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_read_by_a_consumer_that_died_are_claimed_and_stored_once() {
+    let mut harness = Harness::start("mint-crash").await;
+    // Let the mint create the group, then stop it, as if its process were gone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    harness.stop().await;
+
+    let (_, locking) = miner_key();
+    let creates: Vec<CreateQuote> = (0..5).map(|i| share(locking, 10 + i)).collect();
+    for create in &creates {
+        harness.push(&QuoteMessage::Create(create.clone())).await;
+    }
+    // A consumer reads them all and dies before acknowledging any.
+    let options = redis::streams::StreamReadOptions::default()
+        .group(ehash::MINT_CONSUMER_GROUP, "crashed-mint")
+        .count(100);
+    let read: redis::streams::StreamReadReply = harness
+        .redis
+        .xread_options(&[&harness.stream], &[">"], &options)
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), 5);
+    assert_eq!(harness.pending_count().await, 5);
+
+    // A new mint process on the same store and stream claims and applies them.
+    let dir = harness._dir.path().to_owned();
+    let restarted = MintServer::start(MintConfig {
+        listen_address: "127.0.0.1:0".parse().unwrap(),
+        log_dir: dir.join("logs"),
+        seed_file: dir.join("seed"),
+        database: DatabaseConfig {
+            sqlite_path: dir.join("mint.sqlite"),
+            postgres_url: None,
+        },
+        redis: ConsumerConfig {
+            stream: harness.stream.clone(),
+            consumer_name: Some("replacement-mint".to_owned()),
+            block_ms: 100,
+            claim_idle_ms: 300,
+            ..ConsumerConfig::default()
+        },
+        ..MintConfig::default()
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while harness.pending_count().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "pending entries were never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let book = hashpool_mint::QuoteBook::new(restarted.mint().clone());
+    let mut stored: Vec<Uuid> = book
+        .quotes_for_key(&locking)
+        .await
+        .unwrap()
+        .iter()
+        .map(|quote| Uuid::parse_str(&quote.id.to_string()).unwrap())
+        .collect();
+    let mut expected: Vec<Uuid> = creates.iter().map(|create| create.quote_id).collect();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "every quote stored exactly once");
+    restarted.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_http_input_gets_cashu_errors() {
+    let mut harness = Harness::start("mint-http").await;
+    let base = harness.server().url();
+
+    let (status, body) = http_request(
+        "POST",
+        &format!("{base}/v1/mint/quote/ehash"),
+        Some(r#"{"amount":5,"unit":"hash"}"#),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], 20003, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("pool"));
+
+    let (status, body) =
+        http_request("POST", &format!("{base}/v1/mint/ehash"), Some("{nope")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["code"].is_number(), "{body}");
+
+    let unknown = Uuid::new_v4();
+    let (status, body) = http_get(&format!("{base}/v1/mint/quote/ehash/{unknown}")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["code"].is_number(), "{body}");
+
+    let huge = format!("{{\"quote\":\"{}\"}}", "x".repeat(300 * 1024));
+    let (status, body) = http_request("POST", &format!("{base}/v1/mint/ehash"), Some(&huge)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["code"], hashpool_mint::http::MALFORMED_REQUEST);
+
+    let (status, body) = http_get(&format!("{base}/health")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = http_get(&format!("{base}/v1/info")).await;
+    assert_eq!(status, 200);
+    let nut04 = &body["nuts"]["4"]["methods"];
+    assert!(
+        nut04
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["method"] == "ehash" && m["unit"] == "hash"),
+        "{body}"
+    );
+    harness.stop().await;
+}
+
+fn signed_lookup(secret: &SecretKey, timestamp: u64) -> String {
+    let key = LockingPubkey::from_str(&secret.public_key().to_hex()).unwrap();
+    let signature = secret
+        .sign(ehash::lookup_message(&key, timestamp).as_bytes())
+        .unwrap();
+    serde_json::json!({
+        "pubkey": key.to_string(),
+        "timestamp": timestamp,
+        "signature": signature.to_string(),
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_lookup_lists_a_keys_quotes_and_refuses_stale_replayed_or_forged_requests() {
+    let mut harness = Harness::start("mint-lookup").await;
+    let (secret, locking) = miner_key();
+    let (_, stranger) = miner_key();
+    let mine = share(locking, 5);
+    let paid = share(locking, 6);
+    let theirs = share(stranger, 7);
+    for create in [&mine, &paid, &theirs] {
+        harness.push(&QuoteMessage::Create(create.clone())).await;
+    }
+    harness
+        .push(&QuoteMessage::Update(UpdateQuote::paid(vec![
+            paid.quote_id,
+        ])))
+        .await;
+    harness.wait_for_state(paid.quote_id, "PAID").await;
+    harness.wait_for_state(theirs.quote_id, "UNPAID").await;
+
+    let url = format!("{}/v1/ehash/quotes", harness.server().url());
+    let now = cdk::util::unix_time();
+    let request = signed_lookup(&secret, now);
+    let (status, body) = http_request("POST", &url, Some(&request)).await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<(String, String, u64)> = body["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|quote| {
+            (
+                quote["quote"].as_str().unwrap().to_owned(),
+                quote["state"].as_str().unwrap().to_owned(),
+                quote["amount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        (mine.quote_id.to_string(), "UNPAID".to_owned(), 5),
+        (paid.quote_id.to_string(), "PAID".to_owned(), 6),
+    ];
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    expected.sort();
+    assert_eq!(
+        listed_sorted, expected,
+        "only this key's quotes, with states"
+    );
+
+    let (status, body) = http_request("POST", &url, Some(&request)).await;
+    assert_eq!(status, 400, "a replayed lookup is refused: {body}");
+    assert_eq!(body["code"], 20008);
+    assert!(body["detail"].as_str().unwrap().contains("already used"));
+
+    let (status, body) =
+        http_request("POST", &url, Some(&signed_lookup(&secret, now - 3600))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("fresh"));
+
+    // Someone else's signature over this key is refused.
+    let (forger, _) = miner_key();
+    let mut forged: serde_json::Value = serde_json::from_str(&signed_lookup(&forger, now)).unwrap();
+    forged["pubkey"] = locking.to_string().into();
+    let (status, body) = http_request("POST", &url, Some(&forged.to_string())).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], 20008);
+    harness.stop().await;
+}
