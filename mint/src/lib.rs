@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use cdk::cdk_database::{self, MintKeysDatabase};
 use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
-use cdk::nuts::nut17::SupportedMethods;
+use cdk::nuts::nut17::{SupportedMethods, WsCommand};
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_common::database::DynMintDatabase;
@@ -94,9 +94,14 @@ pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
             Some(MAX_BATCH_SIZE),
             Some(vec![ehash::PAYMENT_METHOD.to_owned()]),
         )
-        .with_supported_websockets(SupportedMethods::default_custom(
+        // NUT-17: wallets may subscribe to their quotes' state and to proof states (no melts).
+        .with_supported_websockets(SupportedMethods::new(
             method.clone(),
             unit.clone(),
+            vec![
+                WsCommand::Custom(format!("{}_mint_quote", ehash::PAYMENT_METHOD)),
+                WsCommand::ProofState,
+            ],
         ));
     builder.configure_unit(
         unit.clone(),

@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -57,7 +58,11 @@ pub fn init_logging(process: &str, log_dir: &Path) -> Result<LogGuard, LoggingEr
 
     tracing_subscriber::registry()
         .with(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with(fmt::layer().with_target(true))
+        .with(
+            fmt::layer()
+                .with_target(true)
+                .with_ansi(std::io::stdout().is_terminal()),
+        )
         .with(fmt::layer().with_ansi(false).with_writer(file_writer))
         .try_init()
         .map_err(|_| LoggingError::AlreadyInstalled)?;
