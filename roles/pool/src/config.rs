@@ -104,6 +104,9 @@ pub struct RedisConfig {
     pub buffer_capacity: usize,
     /// Unsent messages are written here on shutdown and replayed on start.
     pub journal_path: PathBuf,
+    /// This pool's name for its exactly-once marker on the stream; `pool-<hostname>` when unset.
+    /// Pools sharing a stream need distinct ids.
+    pub publisher_id: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -113,6 +116,7 @@ impl Default for RedisConfig {
             stream: ehash::QUOTE_STREAM.to_owned(),
             buffer_capacity: 1_000_000,
             journal_path: PathBuf::from(".data/pool/unsent-quotes.jsonl"),
+            publisher_id: None,
         }
     }
 }

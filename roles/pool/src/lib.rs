@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod keys;
+pub mod publisher;
 
 pub use config::PoolConfig;

@@ -1,9 +1,12 @@
 //! Real services for integration tests. Nothing here is a mock: [`Bitcoind`] is the pinned Bitcoin
-//! Core binary on regtest in a throwaway data directory, on ports no other test uses.
+//! Core binary on regtest in a throwaway data directory, [`RedisServer`] a redis-server of the
+//! test's own for outage tests, each on ports no other test uses.
 
 mod bitcoind;
+mod redis_server;
 
 pub use bitcoind::{regtest_address, Bitcoind, BitcoindError};
+pub use redis_server::{wait_until, RedisServer};
 
 use std::net::TcpListener;
 use std::path::PathBuf;
