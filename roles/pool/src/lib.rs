@@ -4,5 +4,6 @@
 pub mod config;
 pub mod keys;
 pub mod publisher;
+pub mod template;
 
 pub use config::PoolConfig;

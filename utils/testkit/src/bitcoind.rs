@@ -3,8 +3,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
-use bitcoin::{Address, CompressedPublicKey, Network};
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{
+    absolute, transaction, Address, Amount, CompressedPublicKey, Network, OutPoint, ScriptBuf,
+    Sequence, Transaction, TxIn, TxOut, Witness,
+};
 use bitcoincore_rpc::{Auth, Client, RpcApi};
 use tempfile::TempDir;
 use thiserror::Error;
@@ -140,6 +144,46 @@ impl Bitcoind {
         Ok(self.rpc.generate_to_address(count, &regtest_address())?)
     }
 
+    /// Broadcasts a transaction spending the coinbase of block `height` (mined by [`Bitcoind::mine`]
+    /// and mature) back to [`regtest_address`], so templates carry real transactions.
+    pub fn spend_coinbase(&self, height: u64) -> Result<bitcoin::Txid, BitcoindError> {
+        let hash = self.rpc.get_block_hash(height)?;
+        let coinbase = self.rpc.get_block(&hash)?.txdata.remove(0);
+        let input_value = coinbase.output[0].value;
+        let address = regtest_address();
+        let mut tx = Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::new(coinbase.compute_txid(), 0),
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut {
+                value: input_value - Amount::from_sat(10_000),
+                script_pubkey: address.script_pubkey(),
+            }],
+        };
+        let secp = Secp256k1::new();
+        let secret = regtest_secret_key();
+        let public = CompressedPublicKey(PublicKey::from_secret_key(&secp, &secret));
+        let sighash = SighashCache::new(&tx)
+            .p2wpkh_signature_hash(
+                0,
+                &ScriptBuf::new_p2wpkh(&public.wpubkey_hash()),
+                input_value,
+                EcdsaSighashType::All,
+            )
+            .expect("input 0 exists");
+        let signature = secp.sign_ecdsa(&Message::from(sighash), &secret);
+        tx.input[0].witness = Witness::p2wpkh(
+            &bitcoin::ecdsa::Signature::sighash_all(signature),
+            &public.0,
+        );
+        Ok(self.rpc.send_raw_transaction(&tx)?)
+    }
+
     /// Asks bitcoind to stop over RPC and waits for the process to exit.
     pub fn stop(mut self) -> Result<ExitStatus, BitcoindError> {
         self.rpc.stop()?;
@@ -167,11 +211,14 @@ impl Drop for Bitcoind {
     }
 }
 
+fn regtest_secret_key() -> SecretKey {
+    SecretKey::from_slice(&[1; 32]).expect("a valid secret key")
+}
+
 /// A fixed regtest P2WPKH address (secret key 0x01…01); tests mine their coinbases to it.
 pub fn regtest_address() -> Address {
     let secp = Secp256k1::new();
-    let secret = SecretKey::from_slice(&[1; 32]).expect("a valid secret key");
-    let public = CompressedPublicKey(PublicKey::from_secret_key(&secp, &secret));
+    let public = CompressedPublicKey(PublicKey::from_secret_key(&secp, &regtest_secret_key()));
     Address::p2wpkh(&public, Network::Regtest)
 }
 
