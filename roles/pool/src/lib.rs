@@ -1,9 +1,15 @@
 //! The hashpool pool: a Stratum V2 pool that validates shares and, for every accepted share,
 //! publishes an ehash quote message to Redis for the mint.
 
+pub mod chain;
 pub mod config;
+pub mod downstream;
+pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod publisher;
+pub mod server;
 pub mod template;
 
 pub use config::PoolConfig;
+pub use server::{Pool, PoolError};

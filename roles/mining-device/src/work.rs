@@ -1,0 +1,145 @@
+use std::collections::HashMap;
+
+use stratum_apps::stratum_core::bitcoin::blockdata::block::{Header, Version};
+use stratum_apps::stratum_core::bitcoin::hashes::Hash;
+use stratum_apps::stratum_core::bitcoin::{BlockHash, CompactTarget, Target, TxMerkleNode};
+use stratum_apps::stratum_core::mining_sv2::{NewMiningJobOwned, SubmitSharesStandard};
+use stratum_apps::stratum_core::parsers_sv2::MiningOwned;
+
+/// What there is to hash right now on one standard channel.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub channel_id: u32,
+    pub job_id: u32,
+    pub version: u32,
+    pub merkle_root: [u8; 32],
+    pub prev_hash: BlockHash,
+    pub ntime: u32,
+    pub nbits: u32,
+    pub target: Target,
+}
+
+impl Work {
+    pub fn header(&self, nonce: u32) -> Header {
+        Header {
+            version: Version::from_consensus(self.version as i32),
+            prev_blockhash: self.prev_hash,
+            merkle_root: TxMerkleNode::from_byte_array(self.merkle_root),
+            time: self.ntime,
+            bits: CompactTarget::from_consensus(self.nbits),
+            nonce,
+        }
+    }
+
+    /// The share message for `nonce`.
+    pub fn share(&self, sequence_number: u32, nonce: u32) -> SubmitSharesStandard {
+        SubmitSharesStandard {
+            channel_id: self.channel_id,
+            sequence_number,
+            job_id: self.job_id,
+            nonce,
+            ntime: self.ntime,
+            version: self.version,
+        }
+    }
+
+    /// Hashes nonces `from..from+count` and returns the first that meets the channel target.
+    pub fn search(&self, from: u32, count: u32) -> Option<u32> {
+        let mut header = self.header(from);
+        for offset in 0..count {
+            header.nonce = from.wrapping_add(offset);
+            if self.target.is_met_by(header.block_hash()) {
+                return Some(header.nonce);
+            }
+        }
+        None
+    }
+
+    /// Whether `nonce` meets the channel target.
+    pub fn meets_target(&self, nonce: u32) -> bool {
+        self.target.is_met_by(self.header(nonce).block_hash())
+    }
+}
+
+/// Follows one standard channel's jobs, prev hashes and target.
+#[derive(Debug)]
+pub struct JobTracker {
+    channel_id: u32,
+    target: Target,
+    future_jobs: HashMap<u32, NewMiningJobOwned>,
+    jobs: HashMap<u32, NewMiningJobOwned>,
+    current: Option<Work>,
+}
+
+impl JobTracker {
+    pub fn new(channel_id: u32, target: Target) -> Self {
+        Self {
+            channel_id,
+            target,
+            future_jobs: HashMap::new(),
+            jobs: HashMap::new(),
+            current: None,
+        }
+    }
+
+    pub fn work(&self) -> Option<&Work> {
+        self.current.as_ref()
+    }
+
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Applies a message for this channel; returns whether the work changed.
+    pub fn on_message(&mut self, message: &MiningOwned) -> bool {
+        match message {
+            MiningOwned::NewMiningJob(job) if job.channel_id == self.channel_id => {
+                match job.min_ntime.clone().into_inner() {
+                    None => {
+                        self.future_jobs.insert(job.job_id, job.clone());
+                        false
+                    }
+                    Some(ntime) => {
+                        self.jobs.insert(job.job_id, job.clone());
+                        if let Some(current) = &mut self.current {
+                            current.job_id = job.job_id;
+                            current.version = job.version;
+                            current.merkle_root = job.merkle_root.to_array();
+                            current.ntime = ntime.max(current.ntime);
+                            current.target = self.target;
+                            return true;
+                        }
+                        false
+                    }
+                }
+            }
+            MiningOwned::SetNewPrevHash(prev) if prev.channel_id == self.channel_id => {
+                let Some(job) = self.future_jobs.remove(&prev.job_id) else {
+                    return false;
+                };
+                self.future_jobs.clear();
+                self.jobs.clear();
+                self.jobs.insert(job.job_id, job.clone());
+                self.current = Some(Work {
+                    channel_id: self.channel_id,
+                    job_id: job.job_id,
+                    version: job.version,
+                    merkle_root: job.merkle_root.to_array(),
+                    prev_hash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
+                    ntime: prev.min_ntime,
+                    nbits: prev.nbits,
+                    target: self.target,
+                });
+                true
+            }
+            MiningOwned::SetTarget(set) if set.channel_id == self.channel_id => {
+                self.target = Target::from_le_bytes(set.maximum_target.to_array());
+                if let Some(current) = &mut self.current {
+                    current.target = self.target;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}

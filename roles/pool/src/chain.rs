@@ -1,0 +1,198 @@
+//! The pool's view of bitcoind: a template feed that follows the tip, and block submission.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bitcoincore_rpc::json::{GetBlockTemplateModes, GetBlockTemplateRules};
+use bitcoincore_rpc::{Auth, Client, RpcApi};
+use stratum_apps::stratum_core::bitcoin::{Address, Block, BlockHash, ScriptBuf};
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::BitcoindConfig;
+use crate::template::Template;
+
+/// How often a template is rebuilt on an unchanged tip, to pick up new transactions.
+const TEMPLATE_REFRESH: Duration = Duration::from_secs(20);
+/// Templates kept for assembling blocks from late shares.
+const TEMPLATES_KEPT: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum ChainError {
+    #[error("bitcoind RPC client: {0}")]
+    Rpc(#[from] bitcoincore_rpc::Error),
+    #[error("coinbase address {address:?} is invalid: {reason}")]
+    Address { address: String, reason: String },
+}
+
+/// A blocking RPC client to bitcoind, shared by the template feed and block submission.
+pub fn rpc_client(config: &BitcoindConfig) -> Result<Arc<Client>, ChainError> {
+    let auth = match (&config.cookie_file, &config.rpc_user, &config.rpc_password) {
+        (_, Some(user), Some(password)) => Auth::UserPass(user.clone(), password.clone()),
+        (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
+        _ => Auth::None,
+    };
+    Ok(Arc::new(Client::new(&config.rpc_url, auth)?))
+}
+
+/// The script the coinbase pays; the address is checked when the pool starts.
+pub fn payout_script(address: &str) -> Result<ScriptBuf, ChainError> {
+    let parsed = Address::from_str(address).map_err(|error| ChainError::Address {
+        address: address.to_owned(),
+        reason: error.to_string(),
+    })?;
+    Ok(parsed.assume_checked().script_pubkey())
+}
+
+/// Recent templates by id, for turning a found share into a block.
+#[derive(Debug, Default, Clone)]
+pub struct TemplateStore {
+    templates: Arc<Mutex<BTreeMap<u64, Arc<Template>>>>,
+}
+
+impl TemplateStore {
+    fn insert(&self, template: Arc<Template>) {
+        let mut templates = self.templates.lock().expect("template store lock");
+        templates.insert(template.id, template);
+        while templates.len() > TEMPLATES_KEPT {
+            templates.pop_first();
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Template>> {
+        self.templates
+            .lock()
+            .expect("template store lock")
+            .get(&id)
+            .cloned()
+    }
+}
+
+/// Follows bitcoind: polls the tip every `poll` and publishes a new template when it changes (and
+/// every [`TEMPLATE_REFRESH`] otherwise). Runs on its own thread: RPC calls block.
+pub struct TemplateFeed {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TemplateFeed {
+    pub fn start(
+        rpc: Arc<Client>,
+        payout: ScriptBuf,
+        poll: Duration,
+        store: TemplateStore,
+    ) -> (Self, watch::Receiver<Option<Arc<Template>>>) {
+        let (sender, receiver) = watch::channel(None);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("template-feed".into())
+            .spawn(move || follow_tip(&rpc, &payout, poll, &store, &sender, &stopping))
+            .expect("a thread can be spawned");
+        (
+            Self {
+                stop,
+                thread: Some(thread),
+            },
+            receiver,
+        )
+    }
+}
+
+impl Drop for TemplateFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn follow_tip(
+    rpc: &Client,
+    payout: &ScriptBuf,
+    poll: Duration,
+    store: &TemplateStore,
+    sender: &watch::Sender<Option<Arc<Template>>>,
+    stop: &AtomicBool,
+) {
+    let mut next_id = 1u64;
+    let mut tip: Option<BlockHash> = None;
+    let mut built_at = Instant::now();
+    let mut failing = false;
+    while !stop.load(Ordering::Relaxed) {
+        let result = rpc.get_best_block_hash().and_then(|best| {
+            if tip == Some(best) && built_at.elapsed() < TEMPLATE_REFRESH {
+                return Ok(None);
+            }
+            let gbt = rpc.get_block_template(
+                GetBlockTemplateModes::Template,
+                &[GetBlockTemplateRules::SegWit],
+                &[],
+            )?;
+            Ok(Some(gbt))
+        });
+        match result {
+            Ok(None) => {}
+            Ok(Some(gbt)) => match Template::from_gbt(&gbt, next_id, payout.clone()) {
+                Ok(template) => {
+                    if tip != Some(template.prev_hash) {
+                        tracing::info!(height = template.height, prev_hash = %template.prev_hash, template_id = next_id, "new block template on a new tip");
+                    }
+                    tip = Some(template.prev_hash);
+                    built_at = Instant::now();
+                    next_id += 1;
+                    let template = Arc::new(template);
+                    store.insert(template.clone());
+                    sender.send_replace(Some(template));
+                    failing = false;
+                }
+                Err(error) => tracing::error!(%error, "cannot use bitcoind's block template"),
+            },
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "bitcoind is unreachable; retrying");
+                    failing = true;
+                }
+            }
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Hands a found block to bitcoind; returns whether it was accepted.
+pub async fn submit_block(rpc: Arc<Client>, block: Block) -> bool {
+    let hash = block.block_hash();
+    let height = block.bip34_block_height().unwrap_or_default();
+    let result = tokio::task::spawn_blocking(move || {
+        rpc.call::<Option<String>>(
+            "submitblock",
+            &[
+                stratum_apps::stratum_core::bitcoin::consensus::encode::serialize_hex(&block)
+                    .into(),
+            ],
+        )
+    })
+    .await;
+    match result {
+        Ok(Ok(None)) => {
+            tracing::info!(%hash, height, "BLOCK FOUND and accepted by bitcoind");
+            true
+        }
+        Ok(Ok(Some(reason))) => {
+            tracing::error!(%hash, height, %reason, "block refused by bitcoind");
+            false
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%hash, height, %error, "submitblock failed");
+            false
+        }
+        Err(error) => {
+            tracing::error!(%hash, %error, "submitblock task failed");
+            false
+        }
+    }
+}

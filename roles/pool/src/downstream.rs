@@ -1,0 +1,939 @@
+//! One miner connection: Sv2 over Noise, its channels, its jobs and its shares.
+//!
+//! A connection is one task. Frames are read by a helper task (reading is not cancellation
+//! safe) and handled in order here, interleaved with template updates and the vardiff tick.
+//! Anything the peer sends that is not valid Sv2 for this pool closes this connection, with the
+//! reason logged; nothing it sends can stop the pool.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoincore_rpc::Client;
+use ehash::{credited_work, CreateQuote, MinerIdentity, QuoteMessage, ReleasePolicy, UpdateQuote};
+use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
+use stratum_apps::stratum_core::bitcoin::hashes::Hash;
+use stratum_apps::stratum_core::bitcoin::{BlockHash, Target};
+use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
+use stratum_apps::stratum_core::channels_sv2::server::extended::ExtendedChannel;
+use stratum_apps::stratum_core::channels_sv2::server::share_accounting::{
+    ShareAccounting, ShareValidationError, ShareValidationResult,
+};
+use stratum_apps::stratum_core::channels_sv2::server::standard::StandardChannel;
+use stratum_apps::stratum_core::channels_sv2::{Vardiff, VardiffState};
+use stratum_apps::stratum_core::codec_sv2::SerializedFrame;
+use stratum_apps::stratum_core::common_messages_sv2::{
+    has_version_rolling, Protocol, SetupConnection, SetupConnectionErrorOwned,
+    SetupConnectionSuccess,
+};
+use stratum_apps::stratum_core::framing_sv2::framing::MessageFrame;
+use stratum_apps::stratum_core::mining_sv2::{
+    CloseChannel, OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccessOwned,
+    OpenMiningChannelErrorOwned, OpenStandardMiningChannel, OpenStandardMiningChannelSuccessOwned,
+    SetNewPrevHashOwned as MiningSetNewPrevHash, SetTargetOwned, SubmitSharesErrorOwned,
+    SubmitSharesExtended, SubmitSharesStandard, SubmitSharesSuccess, UpdateChannel,
+    UpdateChannelErrorOwned,
+};
+use stratum_apps::stratum_core::parsers_sv2::{
+    AnyMessage, AnyMessageOwned, CommonMessages, CommonMessagesOwned, Mining, MiningOwned,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use crate::chain::{submit_block, TemplateStore};
+use crate::metrics::PoolMetrics;
+use crate::publisher::QuoteSender;
+use crate::template::Template;
+
+/// Largest frame payload a miner may send; every mining message is far smaller.
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+/// The only Stratum V2 protocol version.
+const SV2_VERSION: u16 = 2;
+/// SetupConnection flags for the mining protocol (spec 5.3.1).
+const FLAG_REQUIRES_STANDARD_JOBS: u32 = 1;
+const FLAG_REQUIRES_VERSION_ROLLING: u32 = 1 << 2;
+/// Successful shares acknowledged per SubmitShares.Success.
+const SHARE_BATCH: usize = 1;
+/// How often channels are considered for a difficulty change.
+const VARDIFF_TICK: Duration = Duration::from_secs(15);
+const POOL_TAG: &str = "hashpool";
+
+/// What every connection shares.
+pub struct PoolContext {
+    pub release_policy: ReleasePolicy,
+    pub shares_per_minute: f32,
+    pub initial_hashrate: f32,
+    pub templates: watch::Receiver<Option<Arc<Template>>>,
+    pub template_store: TemplateStore,
+    pub quotes: QuoteSender,
+    pub metrics: Arc<PoolMetrics>,
+    pub allocator: Mutex<ExtranonceAllocator>,
+    pub next_channel_id: AtomicU32,
+    pub rpc: Arc<Client>,
+}
+
+/// Why a connection was closed by the pool.
+#[derive(Debug, Error)]
+pub enum CloseReason {
+    #[error("peer closed the connection")]
+    PeerClosed,
+    #[error("connection error: {0}")]
+    Network(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("pool is shutting down")]
+    Shutdown,
+}
+
+/// Credit and block data remembered per job: the target the job was sent with, its template.
+#[derive(Debug, Clone, Copy)]
+struct JobInfo {
+    target: Target,
+    template_id: u64,
+    height: u64,
+}
+
+enum ChannelKind {
+    Standard(Box<StandardChannel>),
+    Extended(Box<ExtendedChannel>),
+}
+
+struct Channel {
+    kind: ChannelKind,
+    identity: MinerIdentity,
+    vardiff: VardiffState,
+    jobs: HashMap<u32, JobInfo>,
+}
+
+impl Channel {
+    fn target(&self) -> Target {
+        match &self.kind {
+            ChannelKind::Standard(channel) => *channel.get_target(),
+            ChannelKind::Extended(channel) => *channel.get_target(),
+        }
+    }
+
+    fn accounting(&self) -> &ShareAccounting {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel.get_share_accounting(),
+            ChannelKind::Extended(channel) => channel.get_share_accounting(),
+        }
+    }
+
+    fn active_job_message(&self) -> Option<MiningOwned> {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel
+                .get_active_job()
+                .map(|job| MiningOwned::NewMiningJob(job.get_job_message().clone())),
+            ChannelKind::Extended(channel) => channel
+                .get_active_job()
+                .map(|job| MiningOwned::NewExtendedMiningJob(job.get_job_message().clone())),
+        }
+    }
+
+    fn future_job_message(&self, template_id: u64) -> Option<MiningOwned> {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel
+                .get_future_job_id_from_template_id(template_id)
+                .and_then(|id| channel.get_future_job(id))
+                .map(|job| MiningOwned::NewMiningJob(job.get_job_message().clone())),
+            ChannelKind::Extended(channel) => channel
+                .get_future_job_id_from_template_id(template_id)
+                .and_then(|id| channel.get_future_job(id))
+                .map(|job| MiningOwned::NewExtendedMiningJob(job.get_job_message().clone())),
+        }
+    }
+
+    fn apply_template(&mut self, template: &Template, future: bool) -> Result<(), String> {
+        let new_template = template.new_template(future);
+        let outputs = template.reward_outputs.clone();
+        match &mut self.kind {
+            ChannelKind::Standard(channel) => channel
+                .on_new_template(new_template, outputs)
+                .map_err(|error| format!("{error:?}")),
+            ChannelKind::Extended(channel) => channel
+                .on_new_template(new_template, outputs)
+                .map_err(|error| format!("{error:?}")),
+        }
+    }
+
+    fn apply_prev_hash(&mut self, template: &Template) -> Result<(), String> {
+        let prev_hash = template.set_new_prev_hash();
+        match &mut self.kind {
+            ChannelKind::Standard(channel) => channel
+                .on_set_new_prev_hash(prev_hash)
+                .map_err(|error| format!("{error:?}")),
+            ChannelKind::Extended(channel) => channel
+                .on_set_new_prev_hash(prev_hash)
+                .map_err(|error| format!("{error:?}")),
+        }
+    }
+
+    /// Records the job that is now active with the channel's current target.
+    fn remember_active_job(&mut self, template: &Template) -> Option<u32> {
+        let job_id = match self.active_job_message()? {
+            MiningOwned::NewMiningJob(job) => job.job_id,
+            MiningOwned::NewExtendedMiningJob(job) => job.job_id,
+            _ => return None,
+        };
+        self.jobs.insert(
+            job_id,
+            JobInfo {
+                target: self.target(),
+                template_id: template.id,
+                height: template.height,
+            },
+        );
+        Some(job_id)
+    }
+}
+
+pub struct Downstream {
+    context: Arc<PoolContext>,
+    peer: String,
+    writer: NoiseTcpWriteHalf,
+    setup_done: bool,
+    requires_standard_jobs: bool,
+    channels: HashMap<u32, Channel>,
+    /// The template the channels' jobs are built on, and its tip.
+    template: Option<Arc<Template>>,
+}
+
+impl Downstream {
+    pub fn new(context: Arc<PoolContext>, peer: String, writer: NoiseTcpWriteHalf) -> Self {
+        Self {
+            context,
+            peer,
+            writer,
+            setup_done: false,
+            requires_standard_jobs: false,
+            channels: HashMap::new(),
+            template: None,
+        }
+    }
+
+    /// Serves the connection until it closes; returns why.
+    pub async fn run(
+        mut self,
+        reader: NoiseTcpReadHalf,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> CloseReason {
+        let (frames_tx, mut frames) = mpsc::channel(64);
+        let reader_task = tokio::spawn(read_frames(reader, frames_tx));
+        let mut templates = self.context.templates.clone();
+        let mut vardiff = tokio::time::interval(VARDIFF_TICK);
+        vardiff.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+        let reason = loop {
+            let step = tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(Ok(frame)) => self.handle_frame(frame).await,
+                    Some(Err(reason)) => Err(reason),
+                    None => Err(CloseReason::PeerClosed),
+                },
+                changed = templates.changed() => match changed {
+                    Ok(()) => {
+                        let latest = templates.borrow_and_update().clone();
+                        match latest {
+                            Some(template) => self.on_template(template).await,
+                            None => Ok(()),
+                        }
+                    }
+                    Err(_) => Err(CloseReason::Shutdown),
+                },
+                _ = vardiff.tick() => self.run_vardiff().await,
+                () = stopped(&mut shutdown) => Err(CloseReason::Shutdown),
+            };
+            if let Err(reason) = step {
+                break reason;
+            }
+        };
+        reader_task.abort();
+        let _ = self.writer.shutdown().await;
+        self.context
+            .metrics
+            .channels
+            .fetch_sub(self.channels.len() as u64, Ordering::Relaxed);
+        reason
+    }
+
+    async fn send(&mut self, message: AnyMessageOwned) -> Result<(), CloseReason> {
+        let frame: MessageFrame<AnyMessageOwned> = message
+            .try_into()
+            .map_err(|error| CloseReason::Protocol(format!("cannot encode a reply: {error:?}")))?;
+        self.writer
+            .write_frame(frame)
+            .await
+            .map_err(|error| CloseReason::Network(format!("{error:?}")))
+    }
+
+    async fn send_mining(&mut self, message: MiningOwned) -> Result<(), CloseReason> {
+        self.send(AnyMessageOwned::Mining(message)).await
+    }
+
+    async fn handle_frame(&mut self, mut frame: SerializedFrame) -> Result<(), CloseReason> {
+        let header = frame.header();
+        let message_type = header.msg_type();
+        let message: AnyMessage<'_> = (header, frame.payload()).try_into().map_err(|error| {
+            CloseReason::Protocol(format!(
+                "undecodable message type {message_type:#04x}: {error:?}"
+            ))
+        })?;
+        let message = match message {
+            AnyMessage::Common(CommonMessages::SetupConnection(setup)) => {
+                return self.setup_connection(setup).await
+            }
+            AnyMessage::Mining(mining) if self.setup_done => mining,
+            AnyMessage::Mining(_) => {
+                return Err(CloseReason::Protocol(
+                    "mining message before SetupConnection".into(),
+                ))
+            }
+            other => {
+                return Err(CloseReason::Protocol(format!(
+                    "unexpected message type {message_type:#04x} for a pool: {other}"
+                )))
+            }
+        };
+        match message {
+            Mining::OpenStandardMiningChannel(open) => self.open_standard(open).await,
+            Mining::OpenExtendedMiningChannel(open) => self.open_extended(open).await,
+            Mining::SubmitSharesStandard(share) => self.submit_standard(share).await,
+            Mining::SubmitSharesExtended(share) => self.submit_extended(share).await,
+            Mining::UpdateChannel(update) => self.update_channel(update).await,
+            Mining::CloseChannel(close) => {
+                self.close_channel(close);
+                Ok(())
+            }
+            other => Err(CloseReason::Protocol(format!(
+                "unexpected message type {message_type:#04x} for a pool: {other}"
+            ))),
+        }
+    }
+
+    async fn setup_connection(&mut self, setup: SetupConnection<'_>) -> Result<(), CloseReason> {
+        if self.setup_done {
+            return Err(CloseReason::Protocol("SetupConnection sent twice".into()));
+        }
+        let refusal = if setup.protocol != Protocol::MiningProtocol {
+            Some(("unsupported-protocol", 0))
+        } else if setup.get_version(SV2_VERSION, SV2_VERSION).is_none() {
+            Some(("protocol-version-mismatch", 0))
+        } else {
+            None
+        };
+        if let Some((code, flags)) = refusal {
+            let error = SetupConnectionErrorOwned {
+                flags,
+                error_code: code.to_owned().try_into().expect("a short error code"),
+            };
+            self.send(AnyMessageOwned::Common(
+                CommonMessagesOwned::SetupConnectionError(error),
+            ))
+            .await?;
+            return Err(CloseReason::Protocol(format!(
+                "SetupConnection refused: {code}"
+            )));
+        }
+        self.requires_standard_jobs = setup.flags & FLAG_REQUIRES_STANDARD_JOBS != 0;
+        self.setup_done = true;
+        tracing::info!(
+            peer = %self.peer,
+            vendor = %setup.vendor.as_utf8_or_hex(),
+            version_rolling = has_version_rolling(setup.flags),
+            "miner connected"
+        );
+        // We accept work from any device: echo the flags we honour (standard jobs, version rolling).
+        let flags = setup.flags & (FLAG_REQUIRES_STANDARD_JOBS | FLAG_REQUIRES_VERSION_ROLLING);
+        self.send(AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnectionSuccess(SetupConnectionSuccess {
+                used_version: SV2_VERSION,
+                flags,
+            }),
+        ))
+        .await
+    }
+
+    async fn refuse_channel(&mut self, request_id: u32, code: &str) -> Result<(), CloseReason> {
+        self.context
+            .metrics
+            .share_rejected(&format!("open-channel:{code}"));
+        self.send_mining(MiningOwned::OpenMiningChannelError(
+            OpenMiningChannelErrorOwned {
+                request_id,
+                error_code: code.to_owned().try_into().expect("error codes are short"),
+            },
+        ))
+        .await
+    }
+
+    fn identity_of(&self, user_identity: &str) -> Result<MinerIdentity, &'static str> {
+        user_identity.parse::<MinerIdentity>().map_err(|error| {
+            tracing::info!(peer = %self.peer, %error, "channel refused: bad user_identity");
+            error.code()
+        })
+    }
+
+    fn nominal_hashrate(&self, requested: f32) -> f32 {
+        if requested.is_finite() && requested > 0.0 {
+            requested
+        } else {
+            self.context.initial_hashrate
+        }
+    }
+
+    async fn open_standard(
+        &mut self,
+        open: OpenStandardMiningChannel<'_>,
+    ) -> Result<(), CloseReason> {
+        let open = open.into_owned();
+        let identity = match self.identity_of(&open.user_identity.as_utf8_or_hex()) {
+            Ok(identity) => identity,
+            Err(code) => return self.refuse_channel(open.request_id, code).await,
+        };
+        let allocated = self
+            .context
+            .allocator
+            .lock()
+            .expect("allocator lock")
+            .allocate_standard();
+        let prefix = match allocated {
+            Ok(prefix) => prefix,
+            Err(_) => {
+                return self
+                    .refuse_channel(open.request_id, "channel-capacity-exhausted")
+                    .await
+            }
+        };
+        let channel_id = self.context.next_channel_id.fetch_add(1, Ordering::Relaxed);
+        let channel = StandardChannel::new_for_pool(
+            channel_id,
+            identity.to_string(),
+            prefix,
+            Target::from_le_bytes(open.max_target.to_array()),
+            self.nominal_hashrate(open.nominal_hash_rate),
+            SHARE_BATCH,
+            self.context.shares_per_minute,
+            POOL_TAG.to_owned(),
+            None,
+        );
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(error) => {
+                let code = standard_open_error_code(&error);
+                return self.refuse_channel(open.request_id, code).await;
+            }
+        };
+        let success = OpenStandardMiningChannelSuccessOwned {
+            request_id: open.request_id,
+            channel_id,
+            target: channel.get_target().to_le_bytes().into(),
+            extranonce_prefix: channel
+                .get_extranonce_prefix()
+                .to_vec()
+                .try_into()
+                .expect("an extranonce prefix is at most 32 bytes"),
+            group_channel_id: 0,
+        };
+        self.send_mining(MiningOwned::OpenStandardMiningChannelSuccess(success))
+            .await?;
+        self.add_channel(
+            channel_id,
+            ChannelKind::Standard(Box::new(channel)),
+            identity,
+        )
+        .await
+    }
+
+    async fn open_extended(
+        &mut self,
+        open: OpenExtendedMiningChannel<'_>,
+    ) -> Result<(), CloseReason> {
+        let open = open.into_owned();
+        if self.requires_standard_jobs {
+            return self
+                .refuse_channel(
+                    open.request_id,
+                    "extended-channels-not-supported-for-standard-jobs",
+                )
+                .await;
+        }
+        let identity = match self.identity_of(&open.user_identity.as_utf8_or_hex()) {
+            Ok(identity) => identity,
+            Err(code) => return self.refuse_channel(open.request_id, code).await,
+        };
+        let allocated = {
+            let mut allocator = self.context.allocator.lock().expect("allocator lock");
+            let rollable = allocator.rollable_extranonce_size();
+            allocator
+                .allocate_extended(open.min_extranonce_size as usize)
+                .map(|prefix| (prefix, rollable))
+        };
+        let Ok((prefix, rollable)) = allocated else {
+            return self
+                .refuse_channel(open.request_id, "min-extranonce-size-too-large")
+                .await;
+        };
+        let channel_id = self.context.next_channel_id.fetch_add(1, Ordering::Relaxed);
+        let channel = ExtendedChannel::new_for_pool(
+            channel_id,
+            identity.to_string(),
+            prefix,
+            Target::from_le_bytes(open.max_target.to_array()),
+            self.nominal_hashrate(open.nominal_hash_rate),
+            true,
+            u16::from(rollable),
+            SHARE_BATCH,
+            self.context.shares_per_minute,
+            POOL_TAG.to_owned(),
+            None,
+        );
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(error) => {
+                let code = extended_open_error_code(&error);
+                return self.refuse_channel(open.request_id, code).await;
+            }
+        };
+        let success = OpenExtendedMiningChannelSuccessOwned {
+            request_id: open.request_id,
+            channel_id,
+            target: channel.get_target().to_le_bytes().into(),
+            extranonce_size: channel.get_rollable_extranonce_size(),
+            extranonce_prefix: channel
+                .get_extranonce_prefix()
+                .to_vec()
+                .try_into()
+                .expect("an extranonce prefix is at most 32 bytes"),
+            group_channel_id: 0,
+        };
+        self.send_mining(MiningOwned::OpenExtendedMiningChannelSuccess(success))
+            .await?;
+        self.add_channel(
+            channel_id,
+            ChannelKind::Extended(Box::new(channel)),
+            identity,
+        )
+        .await
+    }
+
+    /// Registers an opened channel and gives it work on the current template at once.
+    async fn add_channel(
+        &mut self,
+        channel_id: u32,
+        kind: ChannelKind,
+        identity: MinerIdentity,
+    ) -> Result<(), CloseReason> {
+        tracing::info!(peer = %self.peer, channel_id, miner = %identity, "channel opened");
+        self.context
+            .metrics
+            .channels
+            .fetch_add(1, Ordering::Relaxed);
+        let channel = Channel {
+            kind,
+            identity,
+            vardiff: VardiffState::new().expect("the system clock is after 1970"),
+            jobs: HashMap::new(),
+        };
+        self.channels.insert(channel_id, channel);
+        if let Some(template) = self.template.clone() {
+            self.start_channel_on(channel_id, &template).await?;
+        }
+        Ok(())
+    }
+
+    /// A channel's first work on a tip: the template as a future job, then the prev hash that
+    /// activates it.
+    async fn start_channel_on(
+        &mut self,
+        channel_id: u32,
+        template: &Template,
+    ) -> Result<(), CloseReason> {
+        let channel = self.channels.get_mut(&channel_id).expect("channel exists");
+        let cannot = |error: String| {
+            CloseReason::Protocol(format!(
+                "channel {channel_id} cannot take the template: {error}"
+            ))
+        };
+        channel.apply_template(template, true).map_err(cannot)?;
+        let future_job = channel.future_job_message(template.id);
+        channel.apply_prev_hash(template).map_err(cannot)?;
+        let job_id = channel.remember_active_job(template);
+        if let (Some(job), Some(job_id)) = (future_job, job_id) {
+            self.send_mining(job).await?;
+            self.send_mining(MiningOwned::SetNewPrevHash(prev_hash_message(
+                channel_id, job_id, template,
+            )))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// New template: on a new tip, every channel gets a future job and then the new prev hash;
+    /// on the same tip, a fresh job on the current one.
+    async fn on_template(&mut self, template: Arc<Template>) -> Result<(), CloseReason> {
+        let new_tip =
+            self.template.as_ref().map(|current| current.prev_hash) != Some(template.prev_hash);
+        self.template = Some(template.clone());
+        let ids: Vec<u32> = self.channels.keys().copied().collect();
+        for channel_id in ids {
+            if new_tip {
+                self.start_channel_on(channel_id, &template).await?;
+            } else {
+                let channel = self.channels.get_mut(&channel_id).expect("channel exists");
+                channel.apply_template(&template, false).map_err(|error| {
+                    CloseReason::Protocol(format!(
+                        "channel {channel_id} cannot take the template: {error}"
+                    ))
+                })?;
+                channel.remember_active_job(&template);
+                if let Some(job) = channel.active_job_message() {
+                    self.send_mining(job).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn submit_standard(&mut self, share: SubmitSharesStandard) -> Result<(), CloseReason> {
+        let (channel_id, sequence_number, job_id) =
+            (share.channel_id, share.sequence_number, share.job_id);
+        let header = (share.version, share.ntime, share.nonce);
+        let result = match self.channels.get_mut(&channel_id) {
+            Some(Channel {
+                kind: ChannelKind::Standard(channel),
+                ..
+            }) => channel.validate_share(share),
+            _ => {
+                return self
+                    .reject_share(channel_id, sequence_number, "invalid-channel-id")
+                    .await
+            }
+        };
+        self.on_share_result(channel_id, sequence_number, job_id, header, result)
+            .await
+    }
+
+    async fn submit_extended(
+        &mut self,
+        share: SubmitSharesExtended<'_>,
+    ) -> Result<(), CloseReason> {
+        let share = share.into_owned();
+        let (channel_id, sequence_number, job_id) =
+            (share.channel_id, share.sequence_number, share.job_id);
+        let header = (share.version, share.ntime, share.nonce);
+        let result = match self.channels.get_mut(&channel_id) {
+            Some(Channel {
+                kind: ChannelKind::Extended(channel),
+                ..
+            }) => channel.validate_share(share),
+            _ => {
+                return self
+                    .reject_share(channel_id, sequence_number, "invalid-channel-id")
+                    .await
+            }
+        };
+        self.on_share_result(channel_id, sequence_number, job_id, header, result)
+            .await
+    }
+
+    async fn reject_share(
+        &mut self,
+        channel_id: u32,
+        sequence_number: u32,
+        code: &str,
+    ) -> Result<(), CloseReason> {
+        self.context.metrics.share_rejected(code);
+        self.send_mining(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
+            channel_id,
+            sequence_number,
+            error_code: code.to_owned().try_into().expect("error codes are short"),
+        }))
+        .await
+    }
+
+    async fn on_share_result(
+        &mut self,
+        channel_id: u32,
+        sequence_number: u32,
+        job_id: u32,
+        (version, ntime, nonce): (u32, u32, u32),
+        result: Result<ShareValidationResult, ShareValidationError>,
+    ) -> Result<(), CloseReason> {
+        let (share_hash, block) = match result {
+            Ok(ShareValidationResult::Valid(hash)) => (hash, None),
+            Ok(ShareValidationResult::BlockFound(hash, template_id, coinbase)) => {
+                (hash, Some((template_id, coinbase)))
+            }
+            Err(error) => {
+                let Some(code) = share_error_code(&error) else {
+                    return Err(CloseReason::Protocol(format!(
+                        "channel {channel_id}: {error:?}"
+                    )));
+                };
+                return self.reject_share(channel_id, sequence_number, code).await;
+            }
+        };
+        let channel = self
+            .channels
+            .get_mut(&channel_id)
+            .expect("validated on this channel");
+        channel.vardiff.increment_shares_since_last_update();
+        let Some(job) = channel.jobs.get(&job_id).copied() else {
+            return Err(CloseReason::Protocol(format!(
+                "accepted share on job {job_id} the pool never recorded"
+            )));
+        };
+        let work = credited_work(job.target.to_le_bytes());
+        let locking_key = channel.identity.locking_key();
+        let create = CreateQuote::for_share(
+            BlockHash::from_byte_array(share_hash.to_byte_array()),
+            locking_key,
+            work,
+            channel_id,
+            job_id,
+            job.template_id,
+            job.height,
+            unix_now(),
+        );
+        tracing::debug!(channel_id, quote_id = %create.quote_id, work, "share accepted");
+        let quote_id = create.quote_id;
+        self.context.quotes.publish(QuoteMessage::Create(create));
+        if self.context.release_policy == ReleasePolicy::Ehash {
+            // The share is valid and its template came from bitcoind: nothing left to wait for.
+            self.context
+                .quotes
+                .publish(QuoteMessage::Update(UpdateQuote::paid(vec![quote_id])));
+        }
+        self.context
+            .metrics
+            .share_accepted(&locking_key.to_string(), work);
+
+        let acknowledge = block.is_some() || channel.accounting().should_acknowledge();
+        let success = acknowledge.then(|| {
+            let accounting = channel.accounting();
+            SubmitSharesSuccess {
+                channel_id,
+                last_sequence_number: accounting.get_last_share_sequence_number(),
+                new_submits_accepted_count: accounting.get_last_batch_accepted(),
+                new_shares_sum: accounting.get_last_batch_work_sum(),
+            }
+        });
+        if let Some((template_id, coinbase)) = block {
+            self.found_block(
+                template_id.unwrap_or(job.template_id),
+                &coinbase,
+                version,
+                ntime,
+                nonce,
+            );
+        }
+        if let Some(success) = success {
+            self.send_mining(MiningOwned::SubmitSharesSuccess(success))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn found_block(&self, template_id: u64, coinbase: &[u8], version: u32, ntime: u32, nonce: u32) {
+        let Some(template) = self.context.template_store.get(template_id) else {
+            tracing::error!(template_id, "block found on a template no longer kept");
+            return;
+        };
+        let block = match template.assemble_block(coinbase, version, ntime, nonce) {
+            Ok(block) => block,
+            Err(error) => {
+                tracing::error!(%error, "cannot assemble the found block");
+                return;
+            }
+        };
+        let rpc = self.context.rpc.clone();
+        let metrics = self.context.metrics.clone();
+        tokio::spawn(async move {
+            let counter = if submit_block(rpc, block).await {
+                &metrics.blocks_found
+            } else {
+                &metrics.blocks_rejected
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    async fn update_channel(&mut self, update: UpdateChannel<'_>) -> Result<(), CloseReason> {
+        let update = update.into_owned();
+        let channel_id = update.channel_id;
+        let max_target = Target::from_le_bytes(update.maximum_target.to_array());
+        let result = match self.channels.get_mut(&channel_id) {
+            Some(channel) => match &mut channel.kind {
+                ChannelKind::Standard(inner) => inner
+                    .update_channel(update.nominal_hash_rate, Some(max_target))
+                    .map_err(|error| format!("{error:?}")),
+                ChannelKind::Extended(inner) => inner
+                    .update_channel(update.nominal_hash_rate, Some(max_target))
+                    .map_err(|error| format!("{error:?}")),
+            },
+            None => Err("invalid-channel-id".to_owned()),
+        };
+        match result {
+            Ok(()) => self.retarget(channel_id).await,
+            Err(error) => {
+                let code = if error.contains("invalid-channel-id") {
+                    "invalid-channel-id"
+                } else if error.contains("MaxTarget") {
+                    "max-target-out-of-range"
+                } else {
+                    "invalid-nominal-hashrate"
+                };
+                self.send_mining(MiningOwned::UpdateChannelError(UpdateChannelErrorOwned {
+                    channel_id,
+                    error_code: code.to_owned().try_into().expect("error codes are short"),
+                }))
+                .await
+            }
+        }
+    }
+
+    fn close_channel(&mut self, close: CloseChannel<'_>) {
+        if let Some(channel) = self.channels.remove(&close.channel_id) {
+            self.context
+                .metrics
+                .channels
+                .fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(peer = %self.peer, channel_id = close.channel_id, miner = %channel.identity, "channel closed by the miner");
+        }
+    }
+
+    async fn run_vardiff(&mut self) -> Result<(), CloseReason> {
+        let ids: Vec<u32> = self.channels.keys().copied().collect();
+        for channel_id in ids {
+            let channel = self.channels.get_mut(&channel_id).expect("channel exists");
+            let (hashrate, target, spm) = match &channel.kind {
+                ChannelKind::Standard(inner) => (
+                    inner.get_nominal_hashrate(),
+                    *inner.get_target(),
+                    inner.get_shares_per_minute(),
+                ),
+                ChannelKind::Extended(inner) => (
+                    inner.get_nominal_hashrate(),
+                    *inner.get_target(),
+                    inner.get_shares_per_minute(),
+                ),
+            };
+            let Ok(Some(new_hashrate)) = channel.vardiff.try_vardiff(hashrate, &target, spm) else {
+                continue;
+            };
+            let updated = match &mut channel.kind {
+                ChannelKind::Standard(inner) => inner.update_channel(new_hashrate, None).is_ok(),
+                ChannelKind::Extended(inner) => inner.update_channel(new_hashrate, None).is_ok(),
+            };
+            if updated {
+                tracing::debug!(channel_id, hashrate = new_hashrate, "vardiff: new target");
+                self.retarget(channel_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the miner its channel's new target and gives it a job made with that target.
+    async fn retarget(&mut self, channel_id: u32) -> Result<(), CloseReason> {
+        let channel = self.channels.get_mut(&channel_id).expect("channel exists");
+        let maximum_target = channel.target().to_le_bytes().into();
+        self.send_mining(MiningOwned::SetTarget(SetTargetOwned {
+            channel_id,
+            maximum_target,
+        }))
+        .await?;
+        let Some(template) = self.template.clone() else {
+            return Ok(());
+        };
+        let channel = self.channels.get_mut(&channel_id).expect("channel exists");
+        if channel.apply_template(&template, false).is_ok() {
+            channel.remember_active_job(&template);
+            if let Some(job) = channel.active_job_message() {
+                self.send_mining(job).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read_frames(
+    mut reader: NoiseTcpReadHalf,
+    frames: mpsc::Sender<Result<SerializedFrame, CloseReason>>,
+) {
+    loop {
+        let frame = match reader.read_frame().await {
+            Ok(frame) if frame.header().payload_length() > MAX_PAYLOAD => {
+                Err(CloseReason::Protocol(format!(
+                    "frame of {} bytes exceeds the {MAX_PAYLOAD}-byte limit",
+                    frame.header().payload_length()
+                )))
+            }
+            Ok(frame) => Ok(frame),
+            Err(error) => Err(match error {
+                stratum_apps::network_helpers::Error::SocketClosed => CloseReason::PeerClosed,
+                other => CloseReason::Network(format!("{other:?}")),
+            }),
+        };
+        let last = frame.is_err();
+        if frames.send(frame).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Resolves once the pool is shutting down.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn prev_hash_message(channel_id: u32, job_id: u32, template: &Template) -> MiningSetNewPrevHash {
+    MiningSetNewPrevHash {
+        channel_id,
+        job_id,
+        prev_hash: template.prev_hash.to_byte_array().into(),
+        min_ntime: template.time,
+        nbits: template.bits,
+    }
+}
+
+fn share_error_code(error: &ShareValidationError) -> Option<&'static str> {
+    match error {
+        ShareValidationError::Invalid(code)
+        | ShareValidationError::Stale(code)
+        | ShareValidationError::InvalidJobId(code)
+        | ShareValidationError::DoesNotMeetTarget(code)
+        | ShareValidationError::VersionRollingNotAllowed(code)
+        | ShareValidationError::DuplicateShare(code)
+        | ShareValidationError::BadExtranonceSize(code) => Some(code),
+        _ => None,
+    }
+}
+
+fn standard_open_error_code(
+    error: &stratum_apps::stratum_core::channels_sv2::server::error::StandardChannelError,
+) -> &'static str {
+    use stratum_apps::stratum_core::channels_sv2::server::error::StandardChannelError as E;
+    match error {
+        E::OpenChannelInvalidNominalHashrate(code) | E::OpenChannelInvalidMaxTarget(code) => code,
+        _ => "max-target-out-of-range",
+    }
+}
+
+fn extended_open_error_code(
+    error: &stratum_apps::stratum_core::channels_sv2::server::error::ExtendedChannelError,
+) -> &'static str {
+    use stratum_apps::stratum_core::channels_sv2::server::error::ExtendedChannelError as E;
+    match error {
+        E::OpenChannelInvalidNominalHashrate(code) | E::OpenChannelInvalidMaxTarget(code) => code,
+        _ => "min-extranonce-size-too-large",
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default()
+}

@@ -1,0 +1,232 @@
+//! The pool process in-process: template feed, quote publisher, Sv2 listener, HTTP stats.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stratum_apps::network_helpers::accept_noise_connection;
+use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
+use crate::config::PoolConfig;
+use crate::downstream::{Downstream, PoolContext};
+use crate::metrics::PoolMetrics;
+use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
+
+/// Extranonce bytes in every coinbase: a 2-byte channel index, then 8 the miner rolls (what
+/// cgminer-style Sv1 firmware handles through the translator).
+const EXTRANONCE_LEN: u8 = 10;
+const MAX_CHANNELS: u32 = 65_536;
+/// How long unsent quote messages may take to reach Redis on shutdown before being journaled.
+const PUBLISH_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Publisher(#[from] PublisherError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("extranonce allocator: {0}")]
+    Extranonce(String),
+}
+
+pub struct Pool {
+    sv2_address: SocketAddr,
+    http_address: SocketAddr,
+    context: Arc<PoolContext>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    publisher: QuotePublisher,
+    _feed: TemplateFeed,
+}
+
+impl Pool {
+    pub async fn start(config: PoolConfig) -> Result<Self, PoolError> {
+        let rpc = chain::rpc_client(&config.bitcoind)?;
+        let payout = chain::payout_script(&config.bitcoind.coinbase_address)?;
+        let store = TemplateStore::default();
+        let (feed, templates) = TemplateFeed::start(
+            rpc.clone(),
+            payout,
+            Duration::from_millis(config.bitcoind.template_poll_ms),
+            store.clone(),
+        );
+        let (publisher, quotes) = QuotePublisher::start(PublisherSettings {
+            redis_url: config.redis.url.clone(),
+            stream: config.redis.stream.clone(),
+            pool_id: config
+                .redis
+                .publisher_id
+                .clone()
+                .unwrap_or_else(default_pool_id),
+            capacity: config.redis.buffer_capacity,
+            journal_path: config.redis.journal_path.clone(),
+        })?;
+        let allocator = ExtranonceAllocator::new(Vec::new(), EXTRANONCE_LEN, MAX_CHANNELS)
+            .map_err(|error| PoolError::Extranonce(format!("{error:?}")))?;
+        let metrics = Arc::new(PoolMetrics::default());
+        let context = Arc::new(PoolContext {
+            release_policy: config.release_policy,
+            shares_per_minute: config.vardiff.shares_per_minute,
+            initial_hashrate: config.vardiff.initial_hashrate,
+            templates,
+            template_store: store,
+            quotes,
+            metrics: metrics.clone(),
+            allocator: Mutex::new(allocator),
+            next_channel_id: AtomicU32::new(1),
+            rpc,
+        });
+
+        let listener = TcpListener::bind(config.listen_address)
+            .await
+            .map_err(|source| PoolError::Listen {
+                address: config.listen_address,
+                source,
+            })?;
+        let sv2_address = listener.local_addr().map_err(|source| PoolError::Listen {
+            address: config.listen_address,
+            source,
+        })?;
+        let http_listener = TcpListener::bind(config.http_address)
+            .await
+            .map_err(|source| PoolError::Listen {
+                address: config.http_address,
+                source,
+            })?;
+        let http_address = http_listener
+            .local_addr()
+            .map_err(|source| PoolError::Listen {
+                address: config.http_address,
+                source,
+            })?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            context.clone(),
+            config,
+            shutdown_rx.clone(),
+        ));
+        let http = tokio::spawn(crate::http::serve(
+            http_listener,
+            metrics,
+            context.quotes.metrics().clone(),
+            shutdown_rx,
+        ));
+        tracing::info!(%sv2_address, %http_address, "pool listening");
+        Ok(Self {
+            sv2_address,
+            http_address,
+            context,
+            shutdown,
+            tasks: vec![accept, http],
+            publisher,
+            _feed: feed,
+        })
+    }
+
+    pub fn sv2_address(&self) -> SocketAddr {
+        self.sv2_address
+    }
+
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
+    }
+
+    pub fn metrics(&self) -> &Arc<PoolMetrics> {
+        &self.context.metrics
+    }
+
+    pub fn quote_metrics(&self) -> &Arc<crate::publisher::PublisherMetrics> {
+        self.context.quotes.metrics()
+    }
+
+    /// Stops accepting, closes connections, publishes or journals pending quote messages.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.publisher.shutdown(PUBLISH_GRACE).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    context: Arc<PoolContext>,
+    config: PoolConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let context = context.clone();
+        let authority = config.authority.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let noise = accept_noise_connection(
+                tcp,
+                authority.public_key,
+                authority.secret_key,
+                authority.cert_validity_secs,
+            )
+            .await;
+            let stream = match noise {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%peer, ?error, "connection closed: Noise handshake failed");
+                    return;
+                }
+            };
+            context.metrics.connections.fetch_add(1, Ordering::Relaxed);
+            context
+                .metrics
+                .connections_total
+                .fetch_add(1, Ordering::Relaxed);
+            let (reader, writer) = stream.into_split();
+            let reason = Downstream::new(context.clone(), peer.to_string(), writer)
+                .run(reader, shutdown)
+                .await;
+            context.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            match &reason {
+                crate::downstream::CloseReason::PeerClosed
+                | crate::downstream::CloseReason::Shutdown => {
+                    tracing::info!(%peer, %reason, "connection closed")
+                }
+                _ => tracing::warn!(%peer, %reason, "connection closed"),
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+}
+
+fn default_pool_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("pool-{host}")
+}

@@ -1,0 +1,434 @@
+//! The pool with real services: the pinned bitcoind on regtest, the machine's Redis, and Sv2
+//! miners (the project's mining device library) over real Noise connections.
+
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bitcoincore_rpc::RpcApi;
+use ehash::{credited_work, QuoteMessage, Release, UpdateQuote};
+use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use hashpool_pool::config::{BitcoindConfig, RedisConfig};
+use hashpool_pool::{Pool, PoolConfig};
+use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
+use redis::AsyncCommands;
+use stratum_apps::stratum_core::bitcoin::Target;
+use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+use tempfile::TempDir;
+
+const KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+struct Stack {
+    node: Bitcoind,
+    pool: Pool,
+    stream: String,
+    _dir: TempDir,
+}
+
+impl Stack {
+    async fn start(test: &str) -> Self {
+        let node = Bitcoind::start().unwrap();
+        node.mine(101).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let stream = format!("{}quotes", unique_redis_prefix(test));
+        let config = PoolConfig {
+            listen_address: "127.0.0.1:0".parse().unwrap(),
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            log_dir: dir.path().join("logs"),
+            bitcoind: BitcoindConfig {
+                rpc_url: node.rpc_url(),
+                cookie_file: Some(node.cookie_file()),
+                coinbase_address: regtest_address().to_string(),
+                template_poll_ms: 50,
+                ..BitcoindConfig::default()
+            },
+            redis: RedisConfig {
+                stream: stream.clone(),
+                journal_path: dir.path().join("journal.jsonl"),
+                publisher_id: Some(test.to_owned()),
+                ..RedisConfig::default()
+            },
+            ..PoolConfig::default()
+        };
+        let pool = Pool::start(config).await.expect("the pool starts");
+        Self {
+            node,
+            pool,
+            stream,
+            _dir: dir,
+        }
+    }
+
+    async fn miner(&self) -> PoolConnection {
+        let authority = PoolConfig::default().authority.public_key;
+        let mut connection =
+            PoolConnection::connect(&self.pool.sv2_address().to_string(), Some(authority))
+                .await
+                .expect("Noise handshake with the pinned authority key");
+        connection.setup(REQUIRES_STANDARD_JOBS).await.unwrap();
+        connection
+    }
+
+    async fn stream_messages(&self) -> Vec<QuoteMessage> {
+        let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let entries: redis::streams::StreamRangeReply =
+            redis.xrange_all(&self.stream).await.unwrap();
+        entries
+            .ids
+            .iter()
+            .map(|entry| {
+                QuoteMessage::from_json(&entry.get::<String>(ehash::STREAM_FIELD).unwrap()).unwrap()
+            })
+            .collect()
+    }
+}
+
+/// A miner with one open standard channel and its jobs.
+struct Miner {
+    connection: PoolConnection,
+    jobs: JobTracker,
+    sequence: u32,
+}
+
+impl Miner {
+    async fn open(stack: &Stack, identity: &str, hashrate: f32) -> Self {
+        let mut connection = stack.miner().await;
+        let opened = connection
+            .open_standard(1, identity, hashrate)
+            .await
+            .unwrap()
+            .expect("the channel opens");
+        let mut miner = Self {
+            connection,
+            jobs: JobTracker::new(
+                opened.channel_id,
+                Target::from_le_bytes(opened.target.to_array()),
+            ),
+            sequence: 0,
+        };
+        miner.wait_for_work().await;
+        miner
+    }
+
+    async fn next_mining(&mut self) -> MiningOwned {
+        let message = tokio::time::timeout(Duration::from_secs(20), self.connection.recv())
+            .await
+            .expect("the pool answers")
+            .expect("the connection stays up");
+        let AnyMessageOwned::Mining(mining) = message else {
+            panic!("unexpected {message:?}");
+        };
+        self.jobs.on_message(&mining);
+        mining
+    }
+
+    async fn wait_for_work(&mut self) {
+        while self.jobs.work().is_none() {
+            self.next_mining().await;
+        }
+    }
+
+    /// Mines and submits one share; returns the pool's reply (skipping job updates).
+    async fn submit_valid_share(&mut self) -> (MiningOwned, u32) {
+        let work = self.jobs.work().unwrap().clone();
+        let nonce = work
+            .search(rand::random(), u32::MAX)
+            .expect("an easy target");
+        self.submit(work.share(self.sequence, nonce)).await
+    }
+
+    async fn submit(
+        &mut self,
+        share: stratum_apps::stratum_core::mining_sv2::SubmitSharesStandard,
+    ) -> (MiningOwned, u32) {
+        let sequence = share.sequence_number;
+        self.sequence += 1;
+        self.connection
+            .send_mining(MiningOwned::SubmitSharesStandard(share))
+            .await
+            .unwrap();
+        loop {
+            match self.next_mining().await {
+                reply @ (MiningOwned::SubmitSharesSuccess(_)
+                | MiningOwned::SubmitSharesError(_)) => return (reply, sequence),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// A nonce with the property, from a random start; panics after a million tries.
+fn find_nonce(property: impl Fn(u32) -> bool) -> u32 {
+    let start: u32 = rand::random();
+    (0..1_000_000u32)
+        .map(|offset| start.wrapping_add(offset))
+        .find(|nonce| property(*nonce))
+        .expect("a nonce within a million tries")
+}
+
+fn error_code(reply: &MiningOwned) -> String {
+    match reply {
+        MiningOwned::SubmitSharesError(error) => error.error_code.as_utf8_or_hex(),
+        other => panic!("expected SubmitShares.Error, got {other:?}"),
+    }
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_shares_become_quotes_and_blocks_reach_bitcoind() {
+    let stack = Stack::start("pool-valid").await;
+    let mut miner = Miner::open(&stack, &format!("{KEY}.rig1"), 1.0).await;
+    let start_height = stack.node.rpc().get_block_count().unwrap();
+
+    // Regtest's network target is so easy that about every other share is a block.
+    let mut accepted = 0;
+    while stack.pool.metrics().blocks_found.load(Ordering::Relaxed) == 0 {
+        let (reply, _) = miner.submit_valid_share().await;
+        match reply {
+            MiningOwned::SubmitSharesSuccess(_) => accepted += 1,
+            // A share racing a tip change is stale: fine, mine on.
+            MiningOwned::SubmitSharesError(error) => {
+                assert_eq!(error.error_code.as_utf8_or_hex(), "stale-share")
+            }
+            _ => unreachable!(),
+        }
+        miner.wait_for_work().await;
+        assert!(accepted < 50, "no block among 50 regtest shares");
+    }
+    wait_for("the block at bitcoind", || {
+        stack.node.rpc().get_block_count().unwrap() > start_height
+    })
+    .await;
+    let tip = stack.node.rpc().get_best_block_hash().unwrap();
+    let block = stack.node.rpc().get_block(&tip).unwrap();
+    assert_eq!(
+        block.txdata[0].output[0].script_pubkey,
+        regtest_address().script_pubkey(),
+        "the found block's coinbase pays the pool's address"
+    );
+
+    // Every accepted share: a create locked to the miner's key for the credited work, then PAID.
+    let quotes = stack.pool.quote_metrics().clone();
+    let shares = stack.pool.metrics().shares_accepted.load(Ordering::Relaxed);
+    assert_eq!(shares, accepted);
+    wait_for("quotes published", || {
+        quotes.published.load(Ordering::Relaxed) == 2 * shares
+    })
+    .await;
+    let messages = stack.stream_messages().await;
+    let creates: Vec<_> = messages
+        .iter()
+        .filter_map(|message| match message {
+            QuoteMessage::Create(create) => Some(create.clone()),
+            _ => None,
+        })
+        .collect();
+    let paid: Vec<_> = messages
+        .iter()
+        .flat_map(|message| match message {
+            QuoteMessage::Update(UpdateQuote {
+                release: Release::Quotes(ids),
+            }) => ids.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(creates.len() as u64, shares);
+    let expected_amount = credited_work(miner.jobs.target().to_le_bytes());
+    for create in &creates {
+        assert_eq!(create.locking_pubkey.to_string(), KEY);
+        assert_eq!(create.amount, expected_amount);
+        assert!(
+            paid.contains(&create.quote_id),
+            "quote {} released",
+            create.quote_id
+        );
+    }
+    assert_eq!(paid.len(), creates.len());
+
+    let metrics_text = http_get(stack.pool.http_address(), "/metrics").await;
+    assert!(metrics_text.contains(&format!("hashpool_pool_shares_accepted_total {shares}")));
+    assert!(
+        metrics_text.contains("hashpool_pool_blocks_found_total 1")
+            || metrics_text.contains("hashpool_pool_blocks_found_total 2")
+    );
+    stack.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_shares_get_the_spec_error_codes_and_no_quote() {
+    let stack = Stack::start("pool-invalid").await;
+
+    // A hard channel: most nonces meet neither its target nor (on regtest, where a block counts
+    // as a share whatever the channel target) the network's.
+    let mut hard = Miner::open(&stack, KEY, 1.0e15).await;
+    let work = hard.jobs.work().unwrap().clone();
+    let network = Target::from_compact(
+        stratum_apps::stratum_core::bitcoin::CompactTarget::from_consensus(work.nbits),
+    );
+    let nonce = find_nonce(|nonce| {
+        !work.meets_target(nonce) && !network.is_met_by(work.header(nonce).block_hash())
+    });
+    let (reply, _) = hard.submit(work.share(0, nonce)).await;
+    assert_eq!(error_code(&reply), "difficulty-too-low");
+
+    let mut wrong_job = work.share(1, nonce);
+    wrong_job.job_id = 9999;
+    let (reply, _) = hard.submit(wrong_job).await;
+    assert_eq!(error_code(&reply), "invalid-job-id");
+
+    let mut wrong_channel = work.share(2, nonce);
+    wrong_channel.channel_id = 4242;
+    let (reply, _) = hard.submit(wrong_channel).await;
+    assert_eq!(error_code(&reply), "invalid-channel-id");
+
+    // A channel easier than regtest's network target (so a share need not be a block): the same
+    // valid share twice is a duplicate.
+    let mut easy = Miner::open(&stack, KEY, 0.01).await;
+    // Keep the tip still: a block would make the duplicate stale instead.
+    let work = easy.jobs.work().unwrap().clone();
+    let nonce = find_nonce(|nonce| {
+        work.meets_target(nonce) && !network.is_met_by(work.header(nonce).block_hash())
+    });
+    let (first, _) = easy.submit(work.share(0, nonce)).await;
+    assert!(
+        matches!(first, MiningOwned::SubmitSharesSuccess(_)),
+        "{first:?}"
+    );
+    let (second, _) = easy.submit(work.share(1, nonce)).await;
+    assert_eq!(error_code(&second), "duplicate-share");
+
+    // A new tip makes the old job stale.
+    stack.node.mine(1).unwrap();
+    loop {
+        if let MiningOwned::SetNewPrevHash(_) = easy.next_mining().await {
+            break;
+        }
+    }
+    let stale_nonce = find_nonce(|candidate| candidate != nonce && work.meets_target(candidate));
+    let (reply, _) = easy.submit(work.share(2, stale_nonce)).await;
+    assert_eq!(error_code(&reply), "stale-share");
+
+    // Only the one valid share made quotes.
+    let quotes = stack.pool.quote_metrics().clone();
+    wait_for("quotes published", || {
+        quotes.published.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    let creates = stack
+        .stream_messages()
+        .await
+        .into_iter()
+        .filter(|message| matches!(message, QuoteMessage::Create(_)))
+        .count();
+    assert_eq!(creates, 1);
+    stack.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_identity_is_refused_with_a_reason() {
+    let stack = Stack::start("pool-identity").await;
+    let mut connection = stack.miner().await;
+    for (identity, code) in [
+        ("alice.worker", "identity-key-bad-length"),
+        (&format!("{}zz", &KEY[..64]) as &str, "identity-key-not-hex"),
+        (
+            &format!("04{}", &KEY[2..]) as &str,
+            "identity-key-not-compressed",
+        ),
+        (
+            &format!("{KEY}.bad worker") as &str,
+            "identity-bad-worker-name",
+        ),
+    ] {
+        let refused = connection.open_standard(7, identity, 1.0).await.unwrap();
+        assert_eq!(refused.unwrap_err(), code, "{identity}");
+    }
+    // The connection is still usable after refusals.
+    let opened = connection.open_standard(8, KEY, 1.0).await.unwrap();
+    assert!(opened.is_ok());
+    stack.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_closes_only_its_own_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start("pool-garbage").await;
+    let mut miner = Miner::open(&stack, KEY, 1.0).await;
+
+    // Not Noise at all.
+    let mut raw = tokio::net::TcpStream::connect(stack.pool.sv2_address())
+        .await
+        .unwrap();
+    raw.write_all(&[0xde; 4096]).await.unwrap();
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match raw.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the pool closes a connection that sends garbage"
+    );
+
+    // Noise, then a message a pool never takes, then a mining message before setup.
+    for message in [MiningOwned::SetTarget(
+        stratum_apps::stratum_core::mining_sv2::SetTargetOwned {
+            channel_id: 1,
+            maximum_target: [0xff; 32].into(),
+        },
+    )] {
+        let authority = PoolConfig::default().authority.public_key;
+        let mut hostile =
+            PoolConnection::connect(&stack.pool.sv2_address().to_string(), Some(authority))
+                .await
+                .unwrap();
+        hostile.send_mining(message).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), hostile.recv()).await;
+        assert!(
+            matches!(answer, Ok(Err(_))),
+            "the hostile connection is closed: {answer:?}"
+        );
+    }
+
+    // The honest miner never noticed.
+    let (reply, _) = miner.submit_valid_share().await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)) || error_code(&reply) == "stale-share"
+    );
+    stack.pool.shutdown().await;
+}
+
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[test]
+fn the_test_key_is_valid() {
+    assert!(ehash::LockingPubkey::from_str(KEY).is_ok());
+}
