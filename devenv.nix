@@ -18,6 +18,7 @@
   processes = {
     redis.exec = "just run-redis";
     bitcoind.exec = "just run-bitcoind";
+    pool.exec = "just run-pool";
     mint.exec = "just run-mint";
   };
 

@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # The processes of the stack, in start order. devenv.nix declares the same set.
-processes := "redis bitcoind mint"
+processes := "redis bitcoind pool mint"
 
 # List the recipes.
 default:
@@ -54,3 +54,11 @@ run-bitcoind:
 # Process: the cdk mint (consumes the quote stream, serves the cashu API on 127.0.0.1:3338).
 run-mint:
     "${CARGO_TARGET_DIR:-target}/debug/mint" --config config/mint.toml
+
+# Process: the Stratum V2 pool (miners on 0.0.0.0:34254, metrics on 127.0.0.1:9091).
+run-pool:
+    "${CARGO_TARGET_DIR:-target}/debug/pool" --config config/pool.toml
+
+# Print a new Noise authority keypair for config/pool.toml.
+pool-keygen:
+    cargo run --quiet -p hashpool-pool --bin pool -- keygen

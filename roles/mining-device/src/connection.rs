@@ -42,7 +42,17 @@ pub type OpenedChannel = Result<OpenStandardMiningChannelSuccessOwned, String>;
 
 /// An Sv2 mining connection to a pool over Noise.
 pub struct PoolConnection {
+    reader: PoolReader,
+    writer: PoolWriter,
+}
+
+/// The receiving half, for a task of its own (reading is not cancellation safe).
+pub struct PoolReader {
     reader: NoiseTcpReadHalf,
+}
+
+/// The sending half.
+pub struct PoolWriter {
     writer: NoiseTcpWriteHalf,
 }
 
@@ -63,7 +73,14 @@ impl PoolConnection {
             .await
             .map_err(|error| ConnectionError::Handshake(format!("{error:?}")))?;
         let (reader, writer) = stream.into_split();
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader: PoolReader { reader },
+            writer: PoolWriter { writer },
+        })
+    }
+
+    pub fn into_split(self) -> (PoolReader, PoolWriter) {
+        (self.reader, self.writer)
     }
 
     /// SetupConnection for the mining protocol; `flags` as in the spec.
@@ -123,6 +140,21 @@ impl PoolConnection {
     }
 
     pub async fn send(&mut self, message: AnyMessageOwned) -> Result<(), ConnectionError> {
+        self.writer.send(message).await
+    }
+
+    pub async fn send_mining(&mut self, message: MiningOwned) -> Result<(), ConnectionError> {
+        self.writer.send_mining(message).await
+    }
+
+    /// The next message from the pool.
+    pub async fn recv(&mut self) -> Result<AnyMessageOwned, ConnectionError> {
+        self.reader.recv().await
+    }
+}
+
+impl PoolWriter {
+    pub async fn send(&mut self, message: AnyMessageOwned) -> Result<(), ConnectionError> {
         let frame: MessageFrame<AnyMessageOwned> = message
             .try_into()
             .map_err(|error| ConnectionError::Io(format!("cannot encode: {error:?}")))?;
@@ -135,7 +167,9 @@ impl PoolConnection {
     pub async fn send_mining(&mut self, message: MiningOwned) -> Result<(), ConnectionError> {
         self.send(AnyMessageOwned::Mining(message)).await
     }
+}
 
+impl PoolReader {
     /// The next message from the pool.
     pub async fn recv(&mut self) -> Result<AnyMessageOwned, ConnectionError> {
         let mut frame = self

@@ -5,7 +5,10 @@
 //! targets a channel receives and turns them into block headers to hash.
 
 mod connection;
+pub mod device;
 mod work;
 
-pub use connection::{ConnectionError, OpenedChannel, PoolConnection, REQUIRES_STANDARD_JOBS};
+pub use connection::{
+    ConnectionError, OpenedChannel, PoolConnection, PoolReader, PoolWriter, REQUIRES_STANDARD_JOBS,
+};
 pub use work::{JobTracker, Work};

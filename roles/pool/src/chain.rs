@@ -28,8 +28,21 @@ pub enum ChainError {
     Address { address: String, reason: String },
 }
 
-/// A blocking RPC client to bitcoind, shared by the template feed and block submission.
-pub fn rpc_client(config: &BitcoindConfig) -> Result<Arc<Client>, ChainError> {
+/// How long the pool waits at start for bitcoind to write its RPC cookie.
+const COOKIE_WAIT: Duration = Duration::from_secs(120);
+
+/// A blocking RPC client to bitcoind, shared by the template feed and block submission. With
+/// cookie authentication it waits for bitcoind to write the cookie (they start together).
+pub async fn rpc_client(config: &BitcoindConfig) -> Result<Arc<Client>, ChainError> {
+    if let (Some(cookie), None) = (&config.cookie_file, &config.rpc_user) {
+        let started = Instant::now();
+        while !cookie.exists() && started.elapsed() < COOKIE_WAIT {
+            if started.elapsed().as_secs() % 10 == 0 {
+                tracing::info!(cookie = %cookie.display(), "waiting for bitcoind's RPC cookie");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     let auth = match (&config.cookie_file, &config.rpc_user, &config.rpc_password) {
         (_, Some(user), Some(password)) => Auth::UserPass(user.clone(), password.clone()),
         (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),

@@ -706,9 +706,11 @@ impl Downstream {
                 .quotes
                 .publish(QuoteMessage::Update(UpdateQuote::paid(vec![quote_id])));
         }
-        self.context
-            .metrics
-            .share_accepted(&locking_key.to_string(), work);
+        self.context.metrics.share_accepted(
+            &locking_key.to_string(),
+            work,
+            job.target.difficulty_float(),
+        );
 
         let acknowledge = block.is_some() || channel.accounting().should_acknowledge();
         let success = acknowledge.then(|| {

@@ -28,8 +28,9 @@ pub struct PoolMetrics {
 
 #[derive(Debug)]
 struct MinerWork {
-    /// (time, credited work) of recent shares.
-    recent: std::collections::VecDeque<(Instant, u64)>,
+    /// (time, difficulty of the share's target) of recent shares: the expected hashes behind
+    /// each, unlike credited work, which is at least 1 however easy the target.
+    recent: std::collections::VecDeque<(Instant, f64)>,
     shares: u64,
     work: u64,
 }
@@ -67,7 +68,7 @@ impl PoolMetrics {
             .or_default() += 1;
     }
 
-    pub fn share_accepted(&self, locking_key: &str, work: u64) {
+    pub fn share_accepted(&self, locking_key: &str, work: u64, difficulty: f64) {
         self.shares_accepted.fetch_add(1, Ordering::Relaxed);
         self.work_credited.fetch_add(work, Ordering::Relaxed);
         let now = Instant::now();
@@ -81,7 +82,7 @@ impl PoolMetrics {
             });
         miner.shares += 1;
         miner.work = miner.work.saturating_add(work);
-        miner.recent.push_back((now, work));
+        miner.recent.push_back((now, difficulty));
         while miner
             .recent
             .front()
@@ -99,18 +100,18 @@ impl PoolMetrics {
             .expect("metrics lock")
             .iter()
             .map(|(key, miner)| {
-                let window_work: u64 = miner
+                let window_difficulty: f64 = miner
                     .recent
                     .iter()
                     .filter(|(at, _)| now.duration_since(*at).as_secs_f64() <= HASHRATE_WINDOW_SECS)
-                    .map(|(_, work)| *work)
+                    .map(|(_, difficulty)| *difficulty)
                     .sum();
                 MinerStats {
                     locking_key: key.clone(),
                     shares: miner.shares,
                     work: miner.work,
-                    // One unit of work is 2^32 expected hashes.
-                    hashrate: window_work as f64 * 4_294_967_296.0 / HASHRATE_WINDOW_SECS,
+                    // A share at difficulty d takes d * 2^32 hashes on average.
+                    hashrate: window_difficulty * 4_294_967_296.0 / HASHRATE_WINDOW_SECS,
                 }
             })
             .collect();

@@ -53,7 +53,7 @@ pub struct Pool {
 
 impl Pool {
     pub async fn start(config: PoolConfig) -> Result<Self, PoolError> {
-        let rpc = chain::rpc_client(&config.bitcoind)?;
+        let rpc = chain::rpc_client(&config.bitcoind).await?;
         let payout = chain::payout_script(&config.bitcoind.coinbase_address)?;
         let store = TemplateStore::default();
         let (feed, templates) = TemplateFeed::start(

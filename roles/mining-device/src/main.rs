@@ -1,0 +1,98 @@
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use hashpool_mining_device::device::{run_device, DeviceConfig, DeviceStats};
+use stratum_apps::key_utils::Secp256k1PublicKey;
+
+/// A CPU Stratum V2 miner for hashpool.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Pool address.
+    #[arg(long, default_value = "127.0.0.1:34254")]
+    pool: String,
+    /// The pool's Noise authority public key (base58); the regtest development key by default.
+    #[arg(
+        long,
+        default_value = "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W"
+    )]
+    authority_key: Secp256k1PublicKey,
+    /// Who gets paid: your locking public key (compressed, hex), optionally `.worker`.
+    #[arg(long)]
+    identity: String,
+    /// Hashing threads per device.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Hashrate announced to the pool, H/s (sets the starting difficulty).
+    #[arg(long, default_value_t = 1.0e6)]
+    nominal_hashrate: f32,
+    /// Simulate this many devices (one connection and channel each) for load.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Directory for logs/mining-device.log.
+    #[arg(long, default_value = "logs")]
+    log_dir: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _log = hashpool_service::init_logging("mining-device", &args.log_dir)?;
+    args.identity
+        .parse::<ehash::MinerIdentity>()
+        .context("--identity must be a compressed public key in hex, optionally .worker")?;
+
+    let stats = Arc::new(DeviceStats::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut devices = tokio::task::JoinSet::new();
+    for index in 0..args.devices {
+        let identity = if args.devices > 1 && !args.identity.contains('.') {
+            format!("{}.sim{index}", args.identity)
+        } else {
+            args.identity.clone()
+        };
+        let config = DeviceConfig {
+            pool_address: args.pool.clone(),
+            authority: Some(args.authority_key),
+            identity,
+            threads: args.threads,
+            nominal_hashrate: args.nominal_hashrate,
+        };
+        let (stats, stopped) = (stats.clone(), stopped.clone());
+        devices.spawn(async move { run_device(config, stats, stopped).await });
+    }
+
+    let started = Instant::now();
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    report.tick().await;
+    loop {
+        tokio::select! {
+            _ = report.tick() => {
+                let seconds = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    hashrate = format!("{:.0} H/s", stats.hashes.load(Ordering::Relaxed) as f64 / seconds),
+                    submitted = stats.submitted.load(Ordering::Relaxed),
+                    accepted = stats.accepted.load(Ordering::Relaxed),
+                    rejected = stats.rejected.load(Ordering::Relaxed),
+                    "mining"
+                );
+            }
+            finished = devices.join_next() => match finished {
+                Some(Ok(Err(error))) => {
+                    tracing::error!(%error, "device stopped");
+                    if devices.is_empty() { anyhow::bail!("every device stopped: {error}"); }
+                }
+                Some(_) => if devices.is_empty() { return Ok(()) },
+                None => return Ok(()),
+            },
+            _ = hashpool_service::shutdown_signal() => {
+                let _ = stop.send(true);
+                while devices.join_next().await.is_some() {}
+                return Ok(());
+            }
+        }
+    }
+}
