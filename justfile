@@ -30,6 +30,14 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Pool load benchmark: 10, 100 and 1000 Sv2 channels against the release pool (results: docs/benchmarks.md).
+bench-pool:
+    benches/pool-load
+
+# Mint benchmark: quotes/s from the stream, HTTP mints/s (results: docs/benchmarks.md).
+bench-mint:
+    benches/mint-load
+
 # Build the pinned bitcoind once into the cache; print its bin dir.
 bitcoind:
     bin/build-bitcoind

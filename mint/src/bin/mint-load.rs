@@ -1,0 +1,157 @@
+//! Mint benchmark: pushes N create + PAID update messages onto a fresh stream of the local
+//! Redis, starts the mint in-process on a fresh SQLite store, and measures how fast it stores
+//! and pays them; then mints quotes over HTTP with a cdk wallet (NUT-20 signed, one quote per
+//! request) and reports mints/s.
+
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cdk::amount::SplitTarget;
+use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
+use cdk::wallet::Wallet;
+use cdk::Amount;
+use clap::Parser;
+use ehash::{CreateQuote, LockingPubkey, QuoteMessage, UpdateQuote};
+use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
+use hashpool_mint::{MintConfig, MintServer};
+use redis::AsyncCommands;
+
+#[derive(Parser)]
+struct Args {
+    /// Quotes pushed through the stream.
+    #[arg(long, default_value_t = 10_000)]
+    quotes: usize,
+    /// Quotes then minted over HTTP by a wallet.
+    #[arg(long, default_value_t = 200)]
+    mints: usize,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let stream = format!("bench:mint:{}:quotes", uuid::Uuid::new_v4().simple());
+    let mut redis = redis::Client::open(args.redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+
+    let secret = SecretKey::generate();
+    let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
+    let creates: Vec<CreateQuote> = (0..args.quotes)
+        .map(|_| {
+            CreateQuote::for_share(
+                bitcoin::hashes::Hash::from_byte_array(rand::random()),
+                key,
+                1 + rand::random::<u64>() % 64,
+                1,
+                1,
+                1,
+                1,
+                cdk::util::unix_time(),
+            )
+        })
+        .collect();
+    // As the pool sends them: a create, then its PAID update.
+    for chunk in creates.chunks(500) {
+        let mut pipe = redis::pipe();
+        for create in chunk {
+            for message in [
+                QuoteMessage::Create(create.clone()),
+                QuoteMessage::Update(UpdateQuote::paid(vec![create.quote_id])),
+            ] {
+                pipe.xadd(&stream, "*", &[(ehash::STREAM_FIELD, message.to_json())])
+                    .ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut redis).await?;
+    }
+
+    let started = Instant::now();
+    let server = MintServer::start(MintConfig {
+        listen_address: "127.0.0.1:0".parse()?,
+        log_dir: dir.path().join("logs"),
+        seed_file: dir.path().join("seed"),
+        database: DatabaseConfig {
+            sqlite_path: dir.path().join("mint.sqlite"),
+            postgres_url: None,
+        },
+        redis: ConsumerConfig {
+            url: args.redis.clone(),
+            stream: stream.clone(),
+            consumer_name: Some("bench".into()),
+            block_ms: 50,
+            ..ConsumerConfig::default()
+        },
+        ..MintConfig::default()
+    })
+    .await?;
+    let metrics = server.metrics().clone();
+    let startup = started.elapsed();
+    while metrics.updates_applied.load(Ordering::Relaxed) < args.quotes as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ingest = started.elapsed() - startup;
+
+    let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>()
+        .concat()
+        .try_into()
+        .expect("64 bytes");
+    let wallet = Wallet::new(
+        &server.url(),
+        CurrencyUnit::custom(ehash::UNIT),
+        Arc::new(cdk_sqlite::wallet::memory::empty().await?),
+        seed,
+        None,
+    )?;
+    let to_mint = &creates[..args.mints.min(creates.len())];
+    for create in to_mint {
+        wallet
+            .localstore
+            .add_mint_quote(cdk::wallet::MintQuote::new(
+                create.quote_id.to_string(),
+                wallet.mint_url.clone(),
+                PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
+                Some(Amount::from(create.amount)),
+                wallet.unit.clone(),
+                format!("ehash:{}", create.share_hash),
+                create.created_at + 86_400,
+                Some(secret.clone()),
+            ))
+            .await?;
+    }
+    let minting = Instant::now();
+    for create in to_mint {
+        wallet
+            .mint(&create.quote_id.to_string(), SplitTarget::default(), None)
+            .await
+            .with_context(|| format!("minting {}", create.quote_id))?;
+    }
+    let mint_time = minting.elapsed();
+    let expected: u64 = to_mint.iter().map(|create| create.amount).sum();
+    anyhow::ensure!(
+        u64::from(wallet.total_balance().await?) == expected,
+        "minted total differs"
+    );
+
+    println!("| quotes | stored + PAID from the stream | quotes/s | HTTP mints (NUT-20, sequential) | mints/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {} | {:.2} s | {:.0} | {} in {:.2} s | {:.1} |",
+        args.quotes,
+        ingest.as_secs_f64(),
+        args.quotes as f64 / ingest.as_secs_f64(),
+        to_mint.len(),
+        mint_time.as_secs_f64(),
+        to_mint.len() as f64 / mint_time.as_secs_f64()
+    );
+    server.shutdown().await;
+    let _: usize = redis
+        .del(&[stream.clone(), ehash::dead_letter_stream(&stream)])
+        .await?;
+    Ok(())
+}

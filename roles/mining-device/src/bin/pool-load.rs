@@ -1,0 +1,222 @@
+//! Load generator for the pool: many concurrent Sv2 standard channels over Noise, each
+//! submitting valid shares as fast as the pool answers them. Reports shares/s accepted and the
+//! share-response latency (submit -> SubmitShares.Success) percentiles, and, given the pool's
+//! pid and HTTP address, the pool's CPU, RSS and quote messages published meanwhile.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use stratum_apps::key_utils::Secp256k1PublicKey;
+use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
+use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:34254")]
+    pool: String,
+    #[arg(
+        long,
+        default_value = "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W"
+    )]
+    authority_key: Secp256k1PublicKey,
+    #[arg(
+        long,
+        default_value = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5"
+    )]
+    identity: String,
+    /// Concurrent channels, one connection each.
+    #[arg(long, default_value_t = 10)]
+    channels: usize,
+    /// Seconds of measured load (after every channel has work).
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// The pool's pid, to report its CPU time and RSS.
+    #[arg(long)]
+    pool_pid: Option<u32>,
+    /// The pool's HTTP address, to report quote messages published.
+    #[arg(long)]
+    pool_http: Option<String>,
+}
+
+struct ChannelResult {
+    accepted: u64,
+    rejected: u64,
+    latencies_us: Vec<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut ready = Vec::with_capacity(args.channels);
+    for index in 0..args.channels {
+        let mut connection = PoolConnection::connect(&args.pool, Some(args.authority_key)).await?;
+        connection.setup(REQUIRES_STANDARD_JOBS).await?;
+        let opened = connection
+            .open_standard(1, &format!("{}.load{index}", args.identity), 0.01)
+            .await?
+            .map_err(|code| anyhow::anyhow!("channel refused: {code}"))?;
+        let mut tracker = JobTracker::new(
+            opened.channel_id,
+            Target::from_le_bytes(opened.target.to_array()),
+        );
+        while tracker.work().is_none() {
+            if let AnyMessageOwned::Mining(message) = connection.recv().await? {
+                tracker.on_message(&message);
+            }
+        }
+        ready.push((connection, tracker));
+    }
+
+    let cpu_before = args.pool_pid.map(cpu_seconds);
+    let published_before = published(&args.pool_http).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let tasks: Vec<_> = ready
+        .into_iter()
+        .map(|(connection, tracker)| tokio::spawn(load_channel(connection, tracker, deadline)))
+        .collect();
+    let mut accepted = 0;
+    let mut rejected = 0;
+    let mut latencies = Vec::new();
+    for task in tasks {
+        let result = task.await??;
+        accepted += result.accepted;
+        rejected += result.rejected;
+        latencies.extend(result.latencies_us);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let cpu = match (args.pool_pid, cpu_before) {
+        (Some(pid), Some(before)) => {
+            format!("{:.0}%", (cpu_seconds(pid) - before) / elapsed * 100.0)
+        }
+        _ => "-".into(),
+    };
+    let rss = args
+        .pool_pid
+        .map(rss_mib)
+        .map_or("-".into(), |mib| format!("{mib:.0} MiB"));
+    let published = match (published_before, published(&args.pool_http).await) {
+        (Some(before), Some(after)) => format!("{:.0}", (after - before) as f64 / elapsed),
+        _ => "-".into(),
+    };
+    println!("| channels | shares/s accepted | quote msgs/s published | rejected | latency p50 | latency p99 | pool CPU | pool RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} | {} | {} | {:.2} ms | {:.2} ms | {} | {} |",
+        args.channels,
+        accepted as f64 / elapsed,
+        published,
+        rejected,
+        percentile(0.50) as f64 / 1000.0,
+        percentile(0.99) as f64 / 1000.0,
+        cpu,
+        rss
+    );
+    Ok(())
+}
+
+/// Submits shares one at a time, each a nonce that meets the channel target but not the
+/// network's (a block would change the tip and stale every channel's job).
+async fn load_channel(
+    mut connection: PoolConnection,
+    mut tracker: JobTracker,
+    deadline: Instant,
+) -> anyhow::Result<ChannelResult> {
+    let mut result = ChannelResult {
+        accepted: 0,
+        rejected: 0,
+        latencies_us: Vec::new(),
+    };
+    let mut sequence = 0u32;
+    let mut nonce: u32 = rand::random();
+    while Instant::now() < deadline {
+        let work = tracker.work().expect("work before load").clone();
+        let network = Target::from_compact(CompactTarget::from_consensus(work.nbits));
+        loop {
+            nonce = nonce.wrapping_add(1);
+            if work.meets_target(nonce) && !network.is_met_by(work.header(nonce).block_hash()) {
+                break;
+            }
+        }
+        let sent = Instant::now();
+        connection
+            .send_mining(MiningOwned::SubmitSharesStandard(
+                work.share(sequence, nonce),
+            ))
+            .await?;
+        sequence = sequence.wrapping_add(1);
+        loop {
+            let AnyMessageOwned::Mining(message) = connection.recv().await? else {
+                continue;
+            };
+            match message {
+                MiningOwned::SubmitSharesSuccess(_) => result.accepted += 1,
+                MiningOwned::SubmitSharesError(_) => result.rejected += 1,
+                other => {
+                    tracker.on_message(&other);
+                    continue;
+                }
+            }
+            result.latencies_us.push(sent.elapsed().as_micros() as u64);
+            break;
+        }
+    }
+    Ok(result)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/pid/stat (11 and 12 after the comm field).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn published(http: &Option<String>) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = http.as_ref()?;
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("hashpool_pool_quotes_published_total "))
+        .and_then(|value| value.trim().parse().ok())
+}
