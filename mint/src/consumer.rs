@@ -129,6 +129,7 @@ impl QuoteConsumer {
                 }
                 if Instant::now() >= next_claim {
                     self.claim_abandoned().await?;
+                    self.measure_lag().await?;
                     next_claim = Instant::now()
                         + Duration::from_millis(self.config.claim_idle_ms / 2).max(RETRY_INTERVAL);
                 }
@@ -180,6 +181,25 @@ impl QuoteConsumer {
             Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// Records how far the group is behind the stream, and how much is read but unacknowledged.
+    async fn measure_lag(&mut self) -> redis::RedisResult<()> {
+        let groups: redis::streams::StreamInfoGroupsReply =
+            self.redis.xinfo_groups(&self.config.stream).await?;
+        if let Some(group) = groups
+            .groups
+            .iter()
+            .find(|group| group.name == self.config.group)
+        {
+            self.metrics
+                .stream_lag
+                .store(group.lag.unwrap_or(0) as u64, Ordering::Relaxed);
+            self.metrics
+                .stream_pending
+                .store(group.pending as u64, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Takes over entries that another consumer read but never acknowledged.
@@ -294,8 +314,11 @@ impl QuoteConsumer {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }),
-            QuoteMessage::Update(update) => self.book.release(update).await.map(|()| {
+            QuoteMessage::Update(update) => self.book.release(update).await.map(|newly_paid| {
                 self.metrics.updates_applied.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .quotes_paid
+                    .fetch_add(newly_paid as u64, Ordering::Relaxed);
             }),
         };
         match result {

@@ -1,6 +1,7 @@
 //! The mint's HTTP API: cdk-axum's standard cashu routes plus ours, with every error a cashu
 //! error body (`{"code", "detail"}`) rather than a bare status or a 500.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::to_bytes;
@@ -143,7 +144,14 @@ async fn refuse_http_quotes(request: Request, next: Next) -> Response {
 /// (plain-text 4xx from axum's extractors and the body limit) keep their status with code
 /// [`MALFORMED_REQUEST`]; a 5xx keeps its status (the mint's fault, not the request's).
 async fn cashu_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mint_path = format!("/v1/mint/{}", ehash::PAYMENT_METHOD);
+    let is_mint = request.method() == Method::POST
+        && (request.uri().path() == mint_path
+            || request.uri().path() == format!("{mint_path}/batch"));
     let response = next.run(request).await;
+    if is_mint && response.status().is_success() {
+        state.metrics.mint_requests.fetch_add(1, Ordering::Relaxed);
+    }
     let status = response.status();
     let is_json = response
         .headers()

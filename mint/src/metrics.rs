@@ -13,6 +13,14 @@ pub struct MintMetrics {
     /// `create` messages for quotes already stored: redeliveries, made harmless.
     pub quotes_redelivered: AtomicU64,
     pub updates_applied: AtomicU64,
+    /// Quotes that became PAID (each counted once, however often its update arrives).
+    pub quotes_paid: AtomicU64,
+    /// Successful `POST /v1/mint/ehash` and `/v1/mint/ehash/batch` requests: quotes issued.
+    pub mint_requests: AtomicU64,
+    /// Stream entries the group has not read yet, as of the last check.
+    pub stream_lag: AtomicU64,
+    /// Entries read but not acknowledged yet, as of the last check.
+    pub stream_pending: AtomicU64,
     pub dead_letters: AtomicU64,
     /// Attempts left pending to be tried again (store trouble, update before create).
     pub retries: AtomicU64,
@@ -43,7 +51,7 @@ impl MintMetrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "hashpool_mint_stream_messages_total",
                 "Well-formed quote messages read from the stream.",
@@ -63,6 +71,16 @@ impl MintMetrics {
                 "hashpool_mint_updates_applied_total",
                 "Update messages applied (quotes released).",
                 &self.updates_applied,
+            ),
+            (
+                "hashpool_mint_quotes_paid_total",
+                "Quotes that became PAID.",
+                &self.quotes_paid,
+            ),
+            (
+                "hashpool_mint_mint_requests_total",
+                "Successful mint requests (quotes issued).",
+                &self.mint_requests,
             ),
             (
                 "hashpool_mint_dead_letters_total",
@@ -89,6 +107,24 @@ impl MintMetrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "hashpool_mint_stream_lag",
+                "Stream entries not yet read by the group.",
+                &self.stream_lag,
+            ),
+            (
+                "hashpool_mint_stream_pending",
+                "Entries read but not yet acknowledged.",
+                &self.stream_pending,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
                 value.load(Ordering::Relaxed)
             );
         }

@@ -135,23 +135,28 @@ impl QuoteBook {
         Ok(Created::New)
     }
 
-    /// Marks the named quotes PAID. Applying the same update twice changes nothing.
-    pub async fn release(&self, update: &UpdateQuote) -> Result<(), QuoteBookError> {
+    /// Marks the named quotes PAID and returns how many were not PAID before. Applying the same
+    /// update twice changes nothing.
+    pub async fn release(&self, update: &UpdateQuote) -> Result<usize, QuoteBookError> {
+        let mut newly_paid = 0;
         match &update.release {
             Release::Quotes(ids) => {
                 for id in ids {
-                    self.pay(*id, None, |quote| quote.amount.clone()).await?;
+                    newly_paid +=
+                        usize::from(self.pay(*id, None, |quote| quote.amount.clone()).await?);
                 }
             }
             Release::Epoch(payout) => {
                 for (id, amount) in &payout.amounts {
                     let amount = Amount::new(*amount, self.unit.clone());
-                    self.pay(*id, Some(payout.epoch), |_| Some(amount.clone()))
-                        .await?;
+                    newly_paid += usize::from(
+                        self.pay(*id, Some(payout.epoch), |_| Some(amount.clone()))
+                            .await?,
+                    );
                 }
             }
         }
-        Ok(())
+        Ok(newly_paid)
     }
 
     #[tracing::instrument(skip_all, fields(quote_id = %quote_id))]
@@ -160,7 +165,7 @@ impl QuoteBook {
         quote_id: Uuid,
         epoch: Option<u64>,
         amount_of: impl FnOnce(&MintQuote) -> Option<Amount<CurrencyUnit>>,
-    ) -> Result<(), QuoteBookError> {
+    ) -> Result<bool, QuoteBookError> {
         let id = QuoteId::from(quote_id);
         let mut tx = self.mint.localstore().begin_transaction().await?;
         let Some(mut quote) = tx.get_mint_quote(&id).await? else {
@@ -170,7 +175,7 @@ impl QuoteBook {
         let Some(amount) = amount_of(&quote).filter(|amount| amount.value() > 0) else {
             // An epoch share of zero: nothing to pay.
             tx.rollback().await?;
-            return Ok(());
+            return Ok(false);
         };
         let payment_id = match epoch {
             None => format!("ehash-{quote_id}"),
@@ -192,7 +197,7 @@ impl QuoteBook {
                 .mint_quote_payment(&quote, quote.amount_paid());
             tracing::debug!("quote PAID");
         }
-        Ok(())
+        Ok(newly_paid)
     }
 
     /// The quotes locked to `key`, oldest first.

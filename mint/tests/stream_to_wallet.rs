@@ -280,6 +280,20 @@ async fn paid_quote_mints_to_its_key_holder_only_and_only_once() {
     let minted: u64 = proofs.iter().map(|proof| u64::from(proof.amount)).sum();
     assert_eq!(minted, 1000);
     harness.wait_for_state(create.quote_id, "ISSUED").await;
+    let metrics = harness.server().metrics().clone();
+    assert_eq!(
+        metrics
+            .quotes_paid
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        metrics
+            .mint_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "only the key holder's mint succeeded"
+    );
 
     // The proofs are real: the mint accepts them in a swap, which spends them.
     owner
