@@ -22,11 +22,18 @@ struct Stack {
     node: Bitcoind,
     pool: Pool,
     stream: String,
+    redis_url: String,
     _dir: TempDir,
 }
 
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+
 impl Stack {
     async fn start(test: &str) -> Self {
+        Self::start_with_redis(test, SHARED_REDIS).await
+    }
+
+    async fn start_with_redis(test: &str, redis_url: &str) -> Self {
         let node = Bitcoind::start().unwrap();
         node.mine(101).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -43,6 +50,7 @@ impl Stack {
                 ..BitcoindConfig::default()
             },
             redis: RedisConfig {
+                url: redis_url.to_owned(),
                 stream: stream.clone(),
                 journal_path: dir.path().join("journal.jsonl"),
                 publisher_id: Some(test.to_owned()),
@@ -55,6 +63,7 @@ impl Stack {
             node,
             pool,
             stream,
+            redis_url: redis_url.to_owned(),
             _dir: dir,
         }
     }
@@ -70,7 +79,7 @@ impl Stack {
     }
 
     async fn stream_messages(&self) -> Vec<QuoteMessage> {
-        let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        let mut redis = redis::Client::open(self.redis_url.as_str())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
@@ -412,6 +421,66 @@ async fn garbage_closes_only_its_own_connection() {
         matches!(reply, MiningOwned::SubmitSharesSuccess(_)) || error_code(&reply) == "stale-share"
     );
     stack.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_loses_and_doubles_no_quote() {
+    let mut redis_server = hashpool_testkit::RedisServer::start().unwrap();
+    let stack = Stack::start_with_redis("pool-outage", &redis_server.url()).await;
+    let mut miner = Miner::open(&stack, KEY, 0.01).await;
+    let quotes = stack.pool.quote_metrics().clone();
+
+    let mut accepted = mine(&mut miner, 10).await;
+    redis_server.stop();
+    // Mining goes on while Redis is away: shares are still answered and accepted.
+    accepted += mine(&mut miner, 10).await;
+    wait_for("Redis seen down", || {
+        !quotes.redis_up.load(Ordering::Relaxed)
+    })
+    .await;
+    accepted += mine(&mut miner, 5).await;
+    assert!(quotes.buffered() > 0, "quote messages wait in the buffer");
+    redis_server.restart().unwrap();
+    accepted += mine(&mut miner, 5).await;
+
+    let shares = stack.pool.metrics().shares_accepted.load(Ordering::Relaxed);
+    assert_eq!(shares, accepted);
+    wait_for("every quote published", || {
+        quotes.published.load(Ordering::Relaxed) == 2 * shares
+    })
+    .await;
+    let mut creates: Vec<_> = stack
+        .stream_messages()
+        .await
+        .into_iter()
+        .filter_map(|message| match message {
+            QuoteMessage::Create(create) => Some(create.quote_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        creates.len() as u64,
+        shares,
+        "one create per accepted share"
+    );
+    creates.sort();
+    creates.dedup();
+    assert_eq!(creates.len() as u64, shares, "no create twice");
+    assert_eq!(quotes.overflowed.load(Ordering::Relaxed), 0);
+    stack.pool.shutdown().await;
+}
+
+/// Submits `count` shares; returns how many the pool accepted.
+async fn mine(miner: &mut Miner, count: usize) -> u64 {
+    let mut accepted = 0;
+    for _ in 0..count {
+        let (reply, _) = miner.submit_valid_share().await;
+        if matches!(reply, MiningOwned::SubmitSharesSuccess(_)) {
+            accepted += 1;
+        }
+        miner.wait_for_work().await;
+    }
+    accepted
 }
 
 async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
