@@ -32,7 +32,7 @@ use stratum_apps::stratum_core::mining_sv2::{
     CloseChannel, OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccessOwned,
     OpenMiningChannelErrorOwned, OpenStandardMiningChannel, OpenStandardMiningChannelSuccessOwned,
     SetNewPrevHashOwned as MiningSetNewPrevHash, SetTargetOwned, SubmitSharesErrorOwned,
-    SubmitSharesExtended, SubmitSharesStandard, SubmitSharesSuccess, UpdateChannel,
+    SubmitSharesExtendedOwned, SubmitSharesStandard, SubmitSharesSuccess, UpdateChannel,
     UpdateChannelErrorOwned,
 };
 use stratum_apps::stratum_core::parsers_sv2::{
@@ -92,6 +92,30 @@ struct JobInfo {
     target: Target,
     template_id: u64,
     height: u64,
+}
+
+/// A share of either channel type.
+enum Submission {
+    Standard(SubmitSharesStandard),
+    Extended(SubmitSharesExtendedOwned),
+}
+
+impl Submission {
+    /// (channel id, sequence number, job id)
+    fn ids(&self) -> (u32, u32, u32) {
+        match self {
+            Submission::Standard(share) => (share.channel_id, share.sequence_number, share.job_id),
+            Submission::Extended(share) => (share.channel_id, share.sequence_number, share.job_id),
+        }
+    }
+
+    /// (version, ntime, nonce): what the block header needs beyond the job.
+    fn header_fields(&self) -> (u32, u32, u32) {
+        match self {
+            Submission::Standard(share) => (share.version, share.ntime, share.nonce),
+            Submission::Extended(share) => (share.version, share.ntime, share.nonce),
+        }
+    }
 }
 
 enum ChannelKind {
@@ -299,8 +323,10 @@ impl Downstream {
         match message {
             Mining::OpenStandardMiningChannel(open) => self.open_standard(open).await,
             Mining::OpenExtendedMiningChannel(open) => self.open_extended(open).await,
-            Mining::SubmitSharesStandard(share) => self.submit_standard(share).await,
-            Mining::SubmitSharesExtended(share) => self.submit_extended(share).await,
+            Mining::SubmitSharesStandard(share) => self.submit(Submission::Standard(share)).await,
+            Mining::SubmitSharesExtended(share) => {
+                self.submit(Submission::Extended(share.into_owned())).await
+            }
             Mining::UpdateChannel(update) => self.update_channel(update).await,
             Mining::CloseChannel(close) => {
                 self.close_channel(close);
@@ -596,38 +622,26 @@ impl Downstream {
         Ok(())
     }
 
-    async fn submit_standard(&mut self, share: SubmitSharesStandard) -> Result<(), CloseReason> {
-        let (channel_id, sequence_number, job_id) =
-            (share.channel_id, share.sequence_number, share.job_id);
-        let header = (share.version, share.ntime, share.nonce);
-        let result = match self.channels.get_mut(&channel_id) {
-            Some(Channel {
-                kind: ChannelKind::Standard(channel),
-                ..
-            }) => channel.validate_share(share),
-            _ => {
-                return self
-                    .reject_share(channel_id, sequence_number, "invalid-channel-id")
-                    .await
-            }
-        };
-        self.on_share_result(channel_id, sequence_number, job_id, header, result)
-            .await
-    }
-
-    async fn submit_extended(
-        &mut self,
-        share: SubmitSharesExtended<'_>,
-    ) -> Result<(), CloseReason> {
-        let share = share.into_owned();
-        let (channel_id, sequence_number, job_id) =
-            (share.channel_id, share.sequence_number, share.job_id);
-        let header = (share.version, share.ntime, share.nonce);
-        let result = match self.channels.get_mut(&channel_id) {
-            Some(Channel {
-                kind: ChannelKind::Extended(channel),
-                ..
-            }) => channel.validate_share(share),
+    /// Validates a share on its channel and answers it.
+    async fn submit(&mut self, share: Submission) -> Result<(), CloseReason> {
+        let (channel_id, sequence_number, job_id) = share.ids();
+        let header = share.header_fields();
+        let result = match (self.channels.get_mut(&channel_id), share) {
+            (
+                Some(Channel {
+                    kind: ChannelKind::Standard(channel),
+                    ..
+                }),
+                Submission::Standard(share),
+            ) => channel.validate_share(share),
+            (
+                Some(Channel {
+                    kind: ChannelKind::Extended(channel),
+                    ..
+                }),
+                Submission::Extended(share),
+            ) => channel.validate_share(share),
+            // No such channel, or a share of the other channel type.
             _ => {
                 return self
                     .reject_share(channel_id, sequence_number, "invalid-channel-id")
