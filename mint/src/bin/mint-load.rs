@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cdk::amount::SplitTarget;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
-use cdk::wallet::Wallet;
+use cdk::wallet::WalletBuilder;
 use cdk::Amount;
 use clap::Parser;
 use ehash::{CreateQuote, LockingPubkey, QuoteMessage, UpdateQuote};
@@ -35,6 +35,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
+    let _log = match std::env::var_os("MINT_LOAD_TRACE") {
+        Some(_) => Some(hashpool_service::init_logging("mint-load", dir.path())?),
+        None => None,
+    };
     let stream = format!("bench:mint:{}:quotes", uuid::Uuid::new_v4().simple());
     let mut redis = redis::Client::open(args.redis.as_str())?
         .get_multiplexed_async_connection()
@@ -101,13 +105,15 @@ async fn main() -> anyhow::Result<()> {
         .concat()
         .try_into()
         .expect("64 bytes");
-    let wallet = Wallet::new(
-        &server.url(),
-        CurrencyUnit::custom(ehash::UNIT),
-        Arc::new(cdk_sqlite::wallet::memory::empty().await?),
-        seed,
-        None,
-    )?;
+    // The wallet's polite client-side pacing (a burst of a few requests, then about one a second)
+    // is off: this measures the mint.
+    let wallet = WalletBuilder::new()
+        .mint_url(server.url().parse()?)
+        .unit(CurrencyUnit::custom(ehash::UNIT))
+        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await?))
+        .seed(seed)
+        .without_rate_limiting()
+        .build()?;
     let to_mint = &creates[..args.mints.min(creates.len())];
     for create in to_mint {
         wallet
