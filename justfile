@@ -47,6 +47,10 @@ update-bitcoind VERSION:
     sed -i -E 's/^libbitcoinkernel-sys=.*/libbitcoinkernel-sys={{VERSION}}/' config/bitcoind.pin
     bin/build-bitcoind
 
+# Each process up or down, the pool's share rate, the mint's quotes.
+status:
+    bin/status
+
 # Follow every process's log.
 logs:
     tail -n 20 -F logs/*.log
