@@ -276,6 +276,21 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // user_identity comes straight off the wire.
+        #[test]
+        fn parsing_arbitrary_identities_never_panics(text in "\\PC{0,300}") {
+            let _ = text.parse::<MinerIdentity>();
+        }
+
+        #[test]
+        fn every_valid_key_with_a_worker_round_trips(worker in "[A-Za-z0-9._-]{1,64}") {
+            let text = format!("{G}.{worker}");
+            let id: MinerIdentity = text.parse().unwrap();
+            proptest::prop_assert_eq!(id.to_string(), text);
+        }
+    }
+
     #[test]
     fn locking_key_serde_is_hex() {
         let key: LockingPubkey = G.parse().unwrap();

@@ -435,6 +435,22 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        // The mint feeds whatever is on the stream to this decoder: it must answer, never panic.
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in ".{0,400}") {
+            let _ = QuoteMessage::from_json(&text);
+        }
+
+        #[test]
+        fn decoding_mutated_messages_never_panics(cut in 0usize..400, byte in proptest::num::u8::ANY) {
+            let mut json = QuoteMessage::Create(create()).to_json().into_bytes();
+            let at = cut % json.len();
+            json[at] = byte;
+            let _ = QuoteMessage::from_json(&String::from_utf8_lossy(&json));
+        }
+    }
+
     #[test]
     fn update_invariants_are_checked() {
         let id = Uuid::from_u128(1).to_string();
