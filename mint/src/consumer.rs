@@ -357,8 +357,5 @@ impl QuoteConsumer {
 /// `mint-<hostname>`: stable across restarts, so a restarted mint reads its own pending entries
 /// at once instead of waiting for them to be claimed as abandoned.
 fn default_consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("mint-{host}")
+    format!("mint-{}", hashpool_service::hostname())
 }

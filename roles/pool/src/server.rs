@@ -225,8 +225,5 @@ async fn accept_loop(
 }
 
 fn default_pool_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("pool-{host}")
+    format!("pool-{}", hashpool_service::hostname())
 }

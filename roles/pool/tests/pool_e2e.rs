@@ -3,14 +3,14 @@
 
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitcoincore_rpc::RpcApi;
 use ehash::{credited_work, QuoteMessage, Release, UpdateQuote};
 use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
 use hashpool_pool::config::{BitcoindConfig, RedisConfig};
 use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
+use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
 use redis::AsyncCommands;
 use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
@@ -183,14 +183,6 @@ fn error_code(reply: &MiningOwned) -> String {
     match reply {
         MiningOwned::SubmitSharesError(error) => error.error_code.as_utf8_or_hex(),
         other => panic!("expected SubmitShares.Error, got {other:?}"),
-    }
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

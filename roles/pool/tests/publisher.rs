@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bitcoin::hashes::Hash;
 use ehash::{CreateQuote, QuoteMessage, Release, ShareHash, UpdateQuote};
 use hashpool_pool::publisher::{PublisherSettings, QuotePublisher, QuoteSender};
-use hashpool_testkit::{free_port, unique_redis_prefix, RedisServer};
+use hashpool_testkit::{free_port, unique_redis_prefix, wait_for, RedisServer};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
@@ -40,14 +40,6 @@ fn accepted_share(sender: &QuoteSender) -> Uuid {
     sender.publish(QuoteMessage::Create(create));
     sender.publish(QuoteMessage::Update(UpdateQuote::paid(vec![id])));
     id
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every quote id's creates and updates on the stream, in stream order.

@@ -7,3 +7,12 @@ mod signal;
 pub use config::{load_config, ConfigError};
 pub use logging::{init_logging, LogGuard, LoggingError};
 pub use signal::shutdown_signal;
+
+/// This machine's hostname, for default names that must stay the same across restarts.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -31,3 +31,15 @@ pub fn workspace_root() -> PathBuf {
         .canonicalize()
         .expect("the workspace root exists")
 }
+
+/// Waits (without blocking the runtime) until `condition` holds; panics naming `what` after 30 s.
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
