@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cdk::error::{ErrorCode, ErrorResponse};
+use cdk::nuts::nut19::{CachedEndpoint, Method as CachedMethod, Path as CachedPath};
+use cdk_axum::cache::HttpCache;
 
 use crate::backend::HTTP_QUOTES_REFUSED;
 use crate::lookup::{LookupVerifier, QuoteLookupRequest, QuoteLookupResponse, QuoteSummary};
@@ -22,6 +24,23 @@ use crate::MintError;
 /// Error code for requests the mint cannot parse (bad JSON, wrong shape, oversized body). The
 /// NUTs define no code for this; 10000 sits before the proof-verification codes.
 pub const MALFORMED_REQUEST: u16 = 10_000;
+
+/// NUT-19: how long cdk-axum keeps the response of a successful swap or mint, so a wallet that
+/// lost the answer can send the same request again and get the same signatures.
+pub const RESPONSE_CACHE_SECS: u64 = 60;
+
+/// The endpoints whose responses cdk-axum caches (NUT-19), as advertised in the mint info.
+pub fn cached_endpoints() -> Vec<CachedEndpoint> {
+    let batch = format!("/v1/mint/{}/batch", ehash::PAYMENT_METHOD);
+    vec![
+        CachedEndpoint::new(CachedMethod::Post, CachedPath::Swap),
+        CachedEndpoint::new(
+            CachedMethod::Post,
+            CachedPath::custom_mint(ehash::PAYMENT_METHOD),
+        ),
+        CachedEndpoint::new(CachedMethod::Post, CachedPath::Custom(batch)),
+    ]
+}
 
 /// The largest error body we read back when turning a framework rejection into a cashu error.
 const REJECTION_TEXT_LIMIT: usize = 4096;
@@ -40,10 +59,15 @@ pub async fn router(
     metrics: Arc<MintMetrics>,
     max_body_bytes: usize,
 ) -> Result<Router, MintError> {
-    let cashu =
-        cdk_axum::create_mint_router(book.mint().clone(), vec![ehash::PAYMENT_METHOD.to_owned()])
-            .await
-            .map_err(|error| MintError::Router(error.to_string()))?;
+    let ttl = std::time::Duration::from_secs(RESPONSE_CACHE_SECS);
+    let cashu = cdk_axum::create_mint_router_with_custom_cache(
+        book.mint().clone(),
+        HttpCache::new(ttl, ttl, None),
+        vec![ehash::PAYMENT_METHOD.to_owned()],
+        false,
+    )
+    .await
+    .map_err(|error| MintError::Router(error.to_string()))?;
     let state = AppState {
         metrics: metrics.clone(),
         book,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use cdk::cdk_database::{self, MintKeysDatabase};
 use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::nut17::{SupportedMethods, WsCommand};
+use cdk::nuts::nut19::Settings as Nut19Settings;
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_common::database::DynMintDatabase;
@@ -118,13 +119,20 @@ pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
             Arc::new(backend::EhashPayments),
         )
         .await?;
-    // The ehash method only mints: there is nothing to melt into.
+    // The ehash method only mints: there is nothing to melt into, so no melt method (NUT-05)
+    // and no melt fee return (NUT-08).
     let mut info = builder.current_mint_info();
     info.nuts
         .nut05
         .methods
         .retain(|settings| settings.method != method);
     info.nuts.nut05.disabled = info.nuts.nut05.methods.is_empty();
+    info.nuts.nut08.supported = false;
+    // NUT-19: cdk-axum caches swap and mint responses; say so, with the TTL the router uses.
+    info.nuts.nut19 = Nut19Settings {
+        ttl: Some(http::RESPONSE_CACHE_SECS),
+        cached_endpoints: http::cached_endpoints(),
+    };
     let builder = builder.with_mint_info(info.clone());
 
     let mint = Arc::new(builder.build_with_seed(keys, &seed).await?);

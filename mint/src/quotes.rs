@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use cdk::mint::{MintQuote, QuoteId};
-use cdk::nuts::{CurrencyUnit, PaymentMethod, PublicKey};
+use cdk::nuts::{
+    CurrencyUnit, MintQuoteCustomResponse, NotificationPayload, PaymentMethod, PublicKey,
+};
 use cdk::{Amount, Mint};
 use cdk_common::database::Error as StoreError;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
@@ -110,6 +112,7 @@ impl QuoteBook {
             None,
         );
 
+        let notice = MintQuoteCustomResponse::<QuoteId>::try_from(quote.clone());
         let mut tx = store.begin_transaction().await?;
         match tx.add_mint_quote(quote).await {
             Ok(_) => {}
@@ -131,6 +134,19 @@ impl QuoteBook {
         )
         .await?;
         tx.commit().await?;
+        // NUT-17: a wallet subscribed to this quote id sees it appear UNPAID (cdk publishes the
+        // later changes: PAID on our update, ISSUED on its mint).
+        match notice {
+            Ok(response) => {
+                self.mint
+                    .pubsub_manager()
+                    .publish(NotificationPayload::CustomMintQuoteResponse(
+                        self.method.to_string(),
+                        response,
+                    ))
+            }
+            Err(error) => tracing::warn!(%error, "cannot notify subscribers of the new quote"),
+        }
         tracing::debug!(amount = create.amount, "quote stored UNPAID");
         Ok(Created::New)
     }
