@@ -2,230 +2,19 @@
 //! stream consumer, HTTP API) started in-process, and a cdk wallet talking HTTP to it. The test
 //! plays the pool by appending quote messages to a stream of its own.
 
+mod common;
+
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bitcoin::hashes::Hash;
 use cdk::amount::SplitTarget;
-use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
-use cdk::wallet::Wallet;
-use cdk::Amount;
-use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
-use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
-use hashpool_mint::{MintConfig, MintServer};
+use cdk::nuts::SecretKey;
+use ehash::{CreateQuote, LockingPubkey, QuoteMessage, UpdateQuote};
+use hashpool_mint::MintServer;
 use redis::AsyncCommands;
-use tempfile::TempDir;
 use uuid::Uuid;
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-struct Harness {
-    server: Option<MintServer>,
-    stream: String,
-    redis: redis::aio::MultiplexedConnection,
-    _dir: TempDir,
-}
-
-impl Harness {
-    async fn start(test: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let stream = format!("{}quotes", hashpool_testkit::unique_redis_prefix(test));
-        let config = MintConfig {
-            listen_address: "127.0.0.1:0".parse().unwrap(),
-            log_dir: dir.path().join("logs"),
-            seed_file: dir.path().join("seed"),
-            database: DatabaseConfig {
-                sqlite_path: dir.path().join("mint.sqlite"),
-                postgres_url: None,
-            },
-            redis: ConsumerConfig {
-                stream: stream.clone(),
-                consumer_name: Some(format!("{test}-mint")),
-                block_ms: 100,
-                claim_idle_ms: 300,
-                ..ConsumerConfig::default()
-            },
-            ..MintConfig::default()
-        };
-        let server = MintServer::start(config).await.expect("the mint starts");
-        let redis = redis::Client::open(REDIS_URL)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        Self {
-            server: Some(server),
-            stream,
-            redis,
-            _dir: dir,
-        }
-    }
-
-    fn server(&self) -> &MintServer {
-        self.server.as_ref().expect("the mint is running")
-    }
-
-    async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-    }
-
-    async fn push(&mut self, message: &QuoteMessage) {
-        self.push_raw(&message.to_json()).await;
-    }
-
-    async fn push_raw(&mut self, json: &str) {
-        let _: String = self
-            .redis
-            .xadd(&self.stream, "*", &[(ehash::STREAM_FIELD, json)])
-            .await
-            .unwrap();
-    }
-
-    async fn http_get(&self, path: &str) -> (u16, serde_json::Value) {
-        http_get(&format!("{}{path}", self.server().url())).await
-    }
-
-    async fn wait_for_state(&self, quote_id: Uuid, state: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self
-                .http_get(&format!("/v1/mint/quote/ehash/{quote_id}"))
-                .await;
-            if status == 200 && quote_state(&body) == state {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "quote {quote_id} never reached {state}: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wallet(&self) -> Wallet {
-        let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>().concat().try_into().unwrap();
-        let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
-        Wallet::new(
-            &self.server().url(),
-            CurrencyUnit::custom(ehash::UNIT),
-            Arc::new(store),
-            seed,
-            None,
-        )
-        .unwrap()
-    }
-
-    async fn pending_count(&mut self) -> usize {
-        let reply: redis::streams::StreamPendingReply = self
-            .redis
-            .xpending(&self.stream, ehash::MINT_CONSUMER_GROUP)
-            .await
-            .unwrap();
-        reply.count()
-    }
-}
-
-/// UNPAID / PAID / ISSUED from a NUT-04 quote body: cdk's custom-method responses carry
-/// amount_paid and amount_issued rather than a state field.
-fn quote_state(body: &serde_json::Value) -> &'static str {
-    if let Some(state) = body["state"].as_str() {
-        return match state {
-            "PAID" => "PAID",
-            "ISSUED" => "ISSUED",
-            _ => "UNPAID",
-        };
-    }
-    let paid = body["amount_paid"].as_u64().unwrap_or(0);
-    let issued = body["amount_issued"].as_u64().unwrap_or(0);
-    match (paid, issued) {
-        (0, _) => "UNPAID",
-        (paid, issued) if issued >= paid => "ISSUED",
-        _ => "PAID",
-    }
-}
-
-async fn http_get(url: &str) -> (u16, serde_json::Value) {
-    http_request("GET", url, None).await
-}
-
-/// A minimal HTTP/1.1 client over a TcpStream, so the tests see exactly what a wallet sees.
-async fn http_request(method: &str, url: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let (_, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let payload = dechunk(payload);
-    let json = serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
-    (status, json)
-}
-
-fn dechunk(payload: &str) -> String {
-    // axum answers Connection: close requests with a Content-Length or chunked body.
-    let mut out = String::new();
-    let mut rest = payload;
-    loop {
-        let Some((size_line, after)) = rest.split_once("\r\n") else {
-            return payload.to_owned();
-        };
-        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
-            return payload.to_owned();
-        };
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-}
-
-fn miner_key() -> (SecretKey, LockingPubkey) {
-    let secret = SecretKey::generate();
-    let locking = LockingPubkey::from_str(&secret.public_key().to_hex()).unwrap();
-    (secret, locking)
-}
-
-fn share(locking: LockingPubkey, amount: u64) -> CreateQuote {
-    CreateQuote::for_share(
-        ShareHash::from_byte_array(rand::random()),
-        locking,
-        amount,
-        1,
-        1,
-        1,
-        102,
-        1_764_000_000,
-    )
-}
-
-/// Registers an externally created quote in the wallet with its NUT-20 key, as the hashpool
-/// wallet does after the signed lookup.
-async fn adopt_quote(wallet: &Wallet, create: &CreateQuote, secret: &SecretKey) {
-    let quote = cdk::wallet::MintQuote::new(
-        create.quote_id.to_string(),
-        wallet.mint_url.clone(),
-        PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
-        Some(Amount::from(create.amount)),
-        wallet.unit.clone(),
-        format!("ehash:{}", create.share_hash),
-        create.created_at + 3600 * 24 * 365,
-        Some(secret.clone()),
-    );
-    wallet.localstore.add_mint_quote(quote).await.unwrap();
-}
+use common::{adopt_quote, http_get, http_request, miner_key, mint_config, share, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_quote_mints_to_its_key_holder_only_and_only_once() {
@@ -423,24 +212,11 @@ async fn entries_read_by_a_consumer_that_died_are_claimed_and_stored_once() {
     assert_eq!(harness.pending_count().await, 5);
 
     // A new mint process on the same store and stream claims and applies them.
-    let dir = harness._dir.path().to_owned();
-    let restarted = MintServer::start(MintConfig {
-        listen_address: "127.0.0.1:0".parse().unwrap(),
-        log_dir: dir.join("logs"),
-        seed_file: dir.join("seed"),
-        database: DatabaseConfig {
-            sqlite_path: dir.join("mint.sqlite"),
-            postgres_url: None,
-        },
-        redis: ConsumerConfig {
-            stream: harness.stream.clone(),
-            consumer_name: Some("replacement-mint".to_owned()),
-            block_ms: 100,
-            claim_idle_ms: 300,
-            ..ConsumerConfig::default()
-        },
-        ..MintConfig::default()
-    })
+    let restarted = MintServer::start(mint_config(
+        harness.dir.path(),
+        &harness.stream,
+        "replacement-mint",
+    ))
     .await
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
