@@ -13,6 +13,8 @@ pub const DEV_POOL_AUTHORITY_PUBLIC_KEY: &str =
 
 /// cgminer-style firmwares (Bitaxe included) take at most 8 bytes of extranonce2.
 pub const MAX_EXTRANONCE2_SIZE: u8 = 8;
+/// Longest Sv1 line accepted from a miner; every legitimate message is far shorter.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,21 +65,35 @@ impl Default for UpstreamConfig {
 }
 
 /// What Sv1 miners are offered.
+///
+/// Each miner's coinbase is `coinb1 | extranonce1 | extranonce2 | coinb2`, where the translator
+/// ends `coinb1` with the upstream channel's extranonce prefix, and `extranonce1 | extranonce2`
+/// fill the channel's rollable extranonce. So `extranonce1_size + extranonce2_size` must fit the
+/// pool's rollable extranonce (8 bytes on hashpool); the channel is refused otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DownstreamConfig {
+    /// Bytes of extranonce1, chosen by the translator per connection.
+    pub extranonce1_size: u8,
+    /// Bytes of extranonce2 the miner rolls (at most 8 for cgminer-style firmware).
     pub extranonce2_size: u8,
+    /// The share rate the pool aims for; used to turn `mining.suggest_difficulty` into the
+    /// nominal hashrate the pool starts the channel's vardiff from.
     pub shares_per_minute: f32,
     /// Hashrate (H/s) assumed for a miner that suggests no difficulty; a Bitaxe does ~1 TH/s.
     pub initial_hashrate: f32,
+    /// Longest line a miner may send before it is disconnected.
+    pub max_line_bytes: usize,
 }
 
 impl Default for DownstreamConfig {
     fn default() -> Self {
         Self {
-            extranonce2_size: MAX_EXTRANONCE2_SIZE,
+            extranonce1_size: 4,
+            extranonce2_size: 4,
             shares_per_minute: 12.0,
             initial_hashrate: 1.0e12,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
         }
     }
 }
@@ -100,5 +116,18 @@ mod tests {
             defaults.upstream.authority_public_key.into_bytes()
         );
         assert!(shipped.downstream.extranonce2_size <= MAX_EXTRANONCE2_SIZE);
+        assert_eq!(
+            shipped.downstream.extranonce1_size + shipped.downstream.extranonce2_size,
+            8,
+            "fills the pool's 8 rollable extranonce bytes"
+        );
+        assert_eq!(
+            shipped.downstream.max_line_bytes,
+            defaults.downstream.max_line_bytes
+        );
+        assert_eq!(
+            shipped.upstream.reconnect_delay_ms,
+            defaults.upstream.reconnect_delay_ms
+        );
     }
 }

@@ -1,0 +1,182 @@
+//! Sv1 on the wire: newline-delimited JSON-RPC, each line capped, parsed with `sv1_api`.
+
+use serde_json::Value;
+use stratum_core::sv1_api::json_rpc::{self, JsonRpcError, Response};
+use stratum_core::sv1_api::methods::{Client2Server, MethodError};
+use thiserror::Error;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+
+/// Why a miner's input ends its connection.
+#[derive(Debug, Error)]
+pub enum LineError {
+    #[error("line longer than {0} bytes")]
+    TooLong(usize),
+    #[error("line is not UTF-8")]
+    NotUtf8,
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the next line (without its newline); `None` at end of stream. A line longer than `max`
+/// is an error without reading the rest, so a hostile peer cannot make us buffer without bound.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<String>, LineError> {
+    let mut line = Vec::new();
+    let read = reader
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    } else if line.len() > max {
+        return Err(LineError::TooLong(max));
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| LineError::NotUtf8)
+}
+
+/// A line from a miner, classified.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A request `sv1_api` understands.
+    Request(Client2Server),
+    /// `mining.suggest_difficulty`; `sv1_api` drops its parameter, so it is read here.
+    SuggestDifficulty { id: Option<u64>, difficulty: f64 },
+    /// A request with an id that cannot be served: answer it with an error.
+    Refuse { id: u64, reason: String },
+    /// A notification we do not act on.
+    Ignore(String),
+    /// Not JSON-RPC at all: the connection is closed.
+    Malformed(String),
+}
+
+pub fn parse(line: &str) -> Incoming {
+    let message: json_rpc::Message = match serde_json::from_str(line) {
+        Ok(message) => message,
+        Err(error) => return Incoming::Malformed(format!("not JSON-RPC: {error}")),
+    };
+    let (id, method, params) = match &message {
+        json_rpc::Message::StandardRequest(request) => (
+            Some(request.id),
+            request.method.clone(),
+            request.params.clone(),
+        ),
+        json_rpc::Message::Notification(notification) => (
+            None,
+            notification.method.clone(),
+            notification.params.clone(),
+        ),
+        json_rpc::Message::OkResponse(_) | json_rpc::Message::ErrorResponse(_) => {
+            return Incoming::Ignore("a response (the translator sends no requests)".into())
+        }
+    };
+    if method == "mining.suggest_difficulty" {
+        return match params.get(0).and_then(Value::as_f64) {
+            Some(difficulty) if difficulty.is_finite() && difficulty > 0.0 => {
+                Incoming::SuggestDifficulty { id, difficulty }
+            }
+            _ => refuse_or_ignore(
+                id,
+                "mining.suggest_difficulty needs a positive number".into(),
+            ),
+        };
+    }
+    match Client2Server::try_from(message) {
+        Ok(request) => Incoming::Request(request),
+        Err(MethodError::MethodNotFound(method)) => {
+            refuse_or_ignore(id, format!("unknown method {method:?}"))
+        }
+        Err(MethodError::ParsingMethodError((error, _))) => {
+            refuse_or_ignore(id, format!("bad parameters for {method}: {error:?}"))
+        }
+        Err(other) => refuse_or_ignore(id, format!("unexpected message: {other:?}")),
+    }
+}
+
+fn refuse_or_ignore(id: Option<u64>, reason: String) -> Incoming {
+    match id {
+        Some(id) => Incoming::Refuse { id, reason },
+        None => Incoming::Ignore(reason),
+    }
+}
+
+/// An error response in the Sv1 `[code, message, null]` form.
+pub fn error_response(id: u64, code: i32, message: impl Into<String>) -> Response {
+    Response {
+        id,
+        result: Value::Null,
+        error: Some(JsonRpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }),
+    }
+}
+
+/// A message as one line to send.
+pub fn encode(message: &json_rpc::Message) -> String {
+    let mut line = serde_json::to_string(message).unwrap_or_else(|_| "{}".to_owned());
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_capped() {
+        let input = format!("short\r\n{}\nafter\n", "x".repeat(100));
+        let mut reader = tokio::io::BufReader::new(input.as_bytes());
+        assert_eq!(
+            read_line(&mut reader, 50).await.unwrap().as_deref(),
+            Some("short")
+        );
+        assert!(matches!(
+            read_line(&mut reader, 50).await,
+            Err(LineError::TooLong(50))
+        ));
+        let mut reader = tokio::io::BufReader::new(&b"\xff\xfe\n"[..]);
+        assert!(matches!(
+            read_line(&mut reader, 50).await,
+            Err(LineError::NotUtf8)
+        ));
+        let mut reader = tokio::io::BufReader::new(&b""[..]);
+        assert!(read_line(&mut reader, 50).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn classifies_requests() {
+        assert!(matches!(
+            parse(r#"{"id":1,"method":"mining.subscribe","params":["bitaxe/2.0"]}"#),
+            Incoming::Request(Client2Server::Subscribe(_))
+        ));
+        assert!(matches!(
+            parse(r#"{"id":3,"method":"mining.suggest_difficulty","params":[512]}"#),
+            Incoming::SuggestDifficulty { id: Some(3), difficulty } if difficulty == 512.0
+        ));
+        assert!(matches!(
+            parse(r#"{"id":4,"method":"mining.frobnicate","params":[]}"#),
+            Incoming::Refuse { id: 4, .. }
+        ));
+        assert!(matches!(
+            parse(r#"{"id":5,"method":"mining.authorize","params":[1,2,3]}"#),
+            Incoming::Refuse { id: 5, .. }
+        ));
+        assert!(matches!(parse("{not json"), Incoming::Malformed(_)));
+        assert!(matches!(parse("[1,2,3]"), Incoming::Malformed(_)));
+        assert!(matches!(
+            parse(r#"{"method":"mining.whatever","params":[]}"#),
+            Incoming::Ignore(_)
+        ));
+    }
+}

@@ -1,0 +1,252 @@
+//! Sv1 miners through the translator to the real pool: shares become quotes locked to each
+//! miner's own key; bad input and a pool restart cost only what they must.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use ehash::credited_work;
+use serde_json::json;
+use support::{http_get, Stack, Sv1Miner, KEY_A, KEY_B, TEST_HASHRATE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sv1_shares_become_quotes_locked_to_the_miners_key() {
+    let stack = Stack::start("translator-quotes").await;
+    let mut miner = Sv1Miner::connect(stack.sv1_address()).await;
+    miner.configure().await;
+    assert_eq!(miner.version_mask, Some(0x1fff_e000), "BIP 320 bits");
+    miner.subscribe().await;
+    assert_eq!(miner.extranonce1.len(), 4);
+    assert_eq!(miner.extranonce2_size, 4);
+    let user = format!("{KEY_A}.bitaxe-1");
+    assert_eq!(miner.authorize(&user).await, Ok(json!(true)));
+    miner.wait_for_work().await;
+    assert!(
+        miner.job.as_ref().unwrap().clean,
+        "the first job replaces any other"
+    );
+
+    miner.mine_accepted(3).await;
+    let creates = stack.creates_for(KEY_A, 3).await;
+    let difficulty = miner.difficulties[0];
+    assert!(
+        difficulty < 1.0,
+        "the test channel is easier than difficulty 1: {difficulty}"
+    );
+    for create in &creates {
+        // Below difficulty 1 a share's credited work is the minimum, 1.
+        assert_eq!(create.amount, credited_work([0xff; 32]));
+        assert_eq!(create.amount, 1);
+        assert_eq!(create.unit, "hash");
+    }
+    let accepted = stack.translator.metrics().shares("accepted");
+    assert!(accepted >= 3, "{accepted}");
+
+    // A suggested difficulty after authorize reaches the pool, which retargets the channel.
+    let before = miner.difficulties.len();
+    miner
+        .call("mining.suggest_difficulty", json!([1.0e-8]))
+        .await
+        .unwrap();
+    miner
+        .wait_until("a new difficulty", |m| m.difficulties.len() > before)
+        .await;
+    let suggested = *miner.difficulties.last().unwrap();
+    assert!(
+        (0.5e-8..2.0e-8).contains(&suggested),
+        "difficulty {suggested} follows the suggestion"
+    );
+    miner.mine_accepted(1).await;
+
+    let metrics = http_get(stack.translator.metrics_address(), "/metrics").await;
+    assert!(
+        metrics.contains("translator_downstreams_connected 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("translator_upstream_connected 1"));
+    assert!(metrics.contains("translator_channels_open 1"));
+    assert!(metrics.contains("translator_shares_total{result=\"accepted\"}"));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_miners_each_earn_for_their_own_key() {
+    let stack = Stack::start("translator-two").await;
+    let mut alice = Sv1Miner::handshake(stack.sv1_address(), KEY_A).await;
+    // Bob suggests a difficulty before authorizing, as some firmwares do.
+    let mut bob = Sv1Miner::connect(stack.sv1_address()).await;
+    bob.configure().await;
+    bob.subscribe().await;
+    bob.call("mining.suggest_difficulty", json!([1.0e-8]))
+        .await
+        .unwrap();
+    bob.authorize(&format!("{KEY_B}.rig2")).await.unwrap();
+    assert_ne!(alice.extranonce1, bob.extranonce1);
+
+    alice.mine_accepted(2).await;
+    bob.mine_accepted(2).await;
+    alice.mine_accepted(1).await;
+
+    let alice_quotes = stack.creates_for(KEY_A, 3).await;
+    let bob_quotes = stack.creates_for(KEY_B, 2).await;
+    let all = stack.creates().await;
+    assert_eq!(
+        all.len(),
+        alice_quotes.len() + bob_quotes.len(),
+        "every quote is locked to one of the two miners, none to the translator"
+    );
+    for quote in &alice_quotes {
+        assert!(
+            bob_quotes
+                .iter()
+                .all(|bob| bob.channel_id != quote.channel_id),
+            "one channel per miner"
+        );
+    }
+    let alice_difficulty = alice.difficulties[0];
+    let bob_difficulty = bob.difficulties[0];
+    let expected_alice = TEST_HASHRATE as f64 * 5.0 / 4_294_967_296.0;
+    assert!(
+        (0.5 * expected_alice..2.0 * expected_alice).contains(&alice_difficulty),
+        "the initial hashrate sets {alice_difficulty}"
+    );
+    assert!(
+        (0.5e-8..2.0e-8).contains(&bob_difficulty),
+        "the suggestion sets {bob_difficulty}"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_username_that_is_not_a_key_is_refused() {
+    let stack = Stack::start("translator-bad-user").await;
+    let mut miner = Sv1Miner::connect(stack.sv1_address()).await;
+    miner.subscribe().await;
+    let (code, message) = miner.authorize("bc1qsomeaddress.worker").await.unwrap_err();
+    assert_eq!(code, 24);
+    assert!(
+        message.contains("identity-key-bad-length") && message.contains("public key"),
+        "{message}"
+    );
+    // Uncompressed-prefix key of the right length.
+    let (_, message) = miner
+        .authorize(&format!("04{}", &KEY_A[2..]))
+        .await
+        .unwrap_err();
+    assert!(message.contains("identity-key-not-compressed"), "{message}");
+    // Shares of a refused user are refused; the connection stays usable.
+    let (code, _) = miner
+        .call(
+            "mining.submit",
+            json!([
+                "bc1qsomeaddress.worker",
+                "1",
+                "00000000",
+                "00000000",
+                "00000000"
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code, 24);
+    assert_eq!(miner.authorize(KEY_A).await, Ok(json!(true)));
+    miner.mine_accepted(1).await;
+    stack.creates_for(KEY_A, 1).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_closes_only_the_miner_that_sent_it() {
+    let stack = Stack::start("translator-garbage").await;
+    let mut good = Sv1Miner::handshake(stack.sv1_address(), KEY_A).await;
+    good.mine_accepted(1).await;
+
+    // Not JSON: that connection is closed.
+    let mut garbage = Sv1Miner::connect(stack.sv1_address()).await;
+    garbage
+        .send_raw(b"{\"id\": 1, \"method\": \xff\xfe garbage\n")
+        .await
+        .unwrap();
+    assert!(garbage.next_message().await.is_none(), "closed");
+    let mut not_json = Sv1Miner::connect(stack.sv1_address()).await;
+    not_json.send_raw(b"hello pool\n").await.unwrap();
+    assert!(not_json.next_message().await.is_none(), "closed");
+
+    // A line over the cap, without a newline: closed without reading it all.
+    let mut oversize = Sv1Miner::connect(stack.sv1_address()).await;
+    let _ = oversize.send_raw(&vec![b'x'; 64 * 1024]).await;
+    assert!(oversize.next_message().await.is_none(), "closed");
+
+    // Unknown methods and bad parameters get JSON-RPC errors; the connection stays.
+    let mut confused = Sv1Miner::connect(stack.sv1_address()).await;
+    let (code, message) = confused
+        .call("mining.frobnicate", json!([]))
+        .await
+        .unwrap_err();
+    assert_eq!(code, 20);
+    assert!(message.contains("mining.frobnicate"), "{message}");
+    let (code, _) = confused
+        .call("mining.authorize", json!([1, 2, 3]))
+        .await
+        .unwrap_err();
+    assert_eq!(code, 20);
+    confused.subscribe().await;
+
+    // A submit for a job the translator never sent.
+    good.wait_for_work().await;
+    let mut params = good.mine();
+    params[1] = json!("no-such-job");
+    let (code, _) = good.call("mining.submit", params).await.unwrap_err();
+    assert_eq!(code, 21);
+
+    // The good miner never noticed.
+    good.mine_accepted(2).await;
+    stack.creates_for(KEY_A, 3).await;
+    let metrics = stack.translator.metrics();
+    assert_eq!(metrics.downstreams_dropped.load(Ordering::Relaxed), 3);
+    assert!(metrics.shares("job-not-found") >= 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_stay_connected_while_the_pool_restarts() {
+    let mut stack = Stack::start("translator-restart").await;
+    let mut miner = Sv1Miner::handshake(stack.sv1_address(), KEY_A).await;
+    miner.mine_accepted(2).await;
+    let before = stack.creates_for(KEY_A, 2).await.len();
+
+    stack.stop_pool().await;
+    // While the pool is down the miner keeps its connection; its shares are refused.
+    hashpool_testkit::wait_for("the translator to notice", || {
+        stack
+            .translator
+            .metrics()
+            .upstream_connected
+            .load(Ordering::Relaxed)
+            == 0
+    })
+    .await;
+    miner.wait_for_work().await;
+    let (code, message) = miner.submit_share().await.unwrap_err();
+    assert_eq!(code, 20, "{message}");
+
+    stack.restart_pool().await;
+    let notifies = miner.notifies;
+    miner
+        .wait_until("a job on the reopened channel", |m| {
+            m.notifies > notifies && m.job.as_ref().is_some_and(|job| job.clean)
+        })
+        .await;
+    miner.mine_accepted(2).await;
+    let after = stack.creates_for(KEY_A, before + 2).await;
+    assert!(after.len() >= before + 2);
+    let metrics = stack.translator.metrics();
+    assert!(metrics.upstream_reconnects.load(Ordering::Relaxed) >= 1);
+    assert_eq!(
+        metrics.downstreams_total.load(Ordering::Relaxed),
+        1,
+        "same connection"
+    );
+    assert_eq!(metrics.downstreams_connected.load(Ordering::Relaxed), 1);
+    stack.shutdown().await;
+}
