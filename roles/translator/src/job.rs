@@ -181,10 +181,13 @@ pub struct JobContext<'a> {
 }
 
 impl JobBook {
-    /// Forgets everything of the previous upstream channel (after a reconnect).
+    /// Forgets everything of the previous upstream channel. Its jobs go too: a restarted pool
+    /// may reuse the channel id and job ids, and a share on an old job must not reach a new one.
     pub fn reset_channel(&mut self) {
         self.future.clear();
         self.prev_hash = None;
+        self.sent.clear();
+        self.order.clear();
     }
 
     /// A new Sv2 job: a future one waits for its prev hash, an active one is notified now.

@@ -1,6 +1,7 @@
 //! Sv1 miners through the translator to the real pool: shares become quotes locked to each
 //! miner's own key; bad input and a pool restart cost only what they must.
 
+#[allow(dead_code)] // each test binary uses part of the shared support
 mod support;
 
 use std::sync::atomic::Ordering;
