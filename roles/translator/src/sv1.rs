@@ -132,6 +132,7 @@ pub fn encode(message: &json_rpc::Message) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[tokio::test]
     async fn lines_are_capped() {
@@ -152,6 +153,37 @@ mod tests {
         ));
         let mut reader = tokio::io::BufReader::new(&b""[..]);
         assert!(read_line(&mut reader, 50).await.unwrap().is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever a miner sends, classification answers and never panics.
+        #[test]
+        fn any_line_is_classified(line in ".{0,300}") {
+            let _ = parse(&line);
+        }
+
+        /// Requests with known methods and arbitrary parameters are served or refused.
+        #[test]
+        fn known_methods_with_any_params_never_panic(
+            method in proptest::sample::select(vec![
+                "mining.subscribe", "mining.authorize", "mining.configure", "mining.submit",
+                "mining.suggest_difficulty", "mining.extranonce.subscribe", "mining.notify",
+            ]),
+            params in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<i64>().prop_map(serde_json::Value::from),
+                    proptest::prelude::any::<f64>().prop_map(serde_json::Value::from),
+                    "[0-9a-fA-F]{0,80}".prop_map(serde_json::Value::from),
+                    ".{0,20}".prop_map(serde_json::Value::from),
+                    proptest::prelude::Just(serde_json::Value::Null),
+                    proptest::prelude::Just(serde_json::json!([["version-rolling"], {"version-rolling.mask": "zz"}])),
+                ],
+                0..8,
+            ),
+        ) {
+            let line = serde_json::json!({"id": 7, "method": method, "params": params}).to_string();
+            let _ = parse(&line);
+        }
     }
 
     #[test]
