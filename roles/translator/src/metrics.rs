@@ -29,6 +29,15 @@ pub struct TranslatorMetrics {
 }
 
 impl TranslatorMetrics {
+    /// One channel fewer; never below zero (a gauge reset on reconnect may race a close).
+    pub fn channel_closed(&self) {
+        let _ = self
+            .channels_open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                Some(open.saturating_sub(1))
+            });
+    }
+
     pub fn share(&self, result: &str) {
         let mut shares = self.shares.lock().expect("metrics lock");
         *shares.entry(result.to_owned()).or_default() += 1;

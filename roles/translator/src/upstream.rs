@@ -380,7 +380,7 @@ impl Upstream {
 
     async fn close_channel(&self, session: &mut Session, channel_id: u32) -> Result<(), String> {
         session.channels.remove(&channel_id);
-        self.metrics.channels_open.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.channel_closed();
         session
             .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(
                 CloseChannelOwned {
@@ -552,7 +552,7 @@ impl Upstream {
             MiningOwned::CloseChannel(close) => {
                 let reason = close.reason_code.as_utf8_or_hex();
                 if let Some(miner) = session.channels.remove(&close.channel_id) {
-                    self.metrics.channels_open.fetch_sub(1, Ordering::Relaxed);
+                    self.metrics.channel_closed();
                     if let Some(entry) = self.miners.remove(&miner) {
                         let _ = entry.events.send(Event::Closed { reason });
                     }

@@ -7,6 +7,7 @@ mod support;
 use std::sync::atomic::Ordering;
 
 use ehash::credited_work;
+use hashpool_translator::config::DownstreamConfig;
 use serde_json::json;
 use support::{http_get, Stack, Sv1Miner, KEY_A, KEY_B, TEST_HASHRATE};
 
@@ -153,6 +154,38 @@ async fn a_username_that_is_not_a_key_is_refused() {
     assert_eq!(miner.authorize(KEY_A).await, Ok(json!(true)));
     miner.mine_accepted(1).await;
     stack.creates_for(KEY_A, 1).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_pool_refuses_fails_authorize_with_the_pools_reason() {
+    // 4 + 8 extranonce bytes: more than the 8 the pool lets a channel roll.
+    let stack = Stack::start_with(
+        "translator-pool-refuses",
+        DownstreamConfig {
+            extranonce1_size: 4,
+            extranonce2_size: 8,
+            initial_hashrate: TEST_HASHRATE,
+            ..DownstreamConfig::default()
+        },
+    )
+    .await;
+    let mut miner = Sv1Miner::connect(stack.sv1_address()).await;
+    miner.subscribe().await;
+    let (code, message) = miner.authorize(KEY_A).await.unwrap_err();
+    assert_eq!(code, 24);
+    assert!(
+        message.contains("the pool refused") && message.contains("min-extranonce-size-too-large"),
+        "{message}"
+    );
+    assert_eq!(
+        stack
+            .translator
+            .metrics()
+            .channels_open
+            .load(Ordering::Relaxed),
+        0
+    );
     stack.shutdown().await;
 }
 

@@ -37,6 +37,18 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(test: &str) -> Self {
+        Self::start_with(
+            test,
+            DownstreamConfig {
+                initial_hashrate: TEST_HASHRATE,
+                ..DownstreamConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// The stack with the translator offering miners `downstream`.
+    pub async fn start_with(test: &str, downstream: DownstreamConfig) -> Self {
         if std::env::var_os("SV1_TRACE").is_some() {
             // Logs of the translator and the pool, for debugging a test run.
             let _ = tracing_subscriber::fmt()
@@ -83,10 +95,7 @@ impl Stack {
                 max_reconnect_delay_ms: 1_000,
                 ..UpstreamConfig::default()
             },
-            downstream: DownstreamConfig {
-                initial_hashrate: TEST_HASHRATE,
-                ..DownstreamConfig::default()
-            },
+            downstream,
         })
         .await
         .expect("the translator starts");
