@@ -16,7 +16,9 @@ use cdk::nuts::nut19::{CachedEndpoint, Method as CachedMethod, Path as CachedPat
 use cdk_axum::cache::HttpCache;
 
 use crate::backend::HTTP_QUOTES_REFUSED;
-use crate::lookup::{LookupVerifier, QuoteLookupRequest, QuoteLookupResponse, QuoteSummary};
+use crate::lookup::{
+    quote_state, LookupVerifier, QuoteLookupRequest, QuoteLookupResponse, QuoteSummary,
+};
 use crate::metrics::MintMetrics;
 use crate::quotes::QuoteBook;
 use crate::MintError;
@@ -119,7 +121,7 @@ async fn lookup_quotes(
                 .iter()
                 .map(|quote| QuoteSummary {
                     quote: quote.id.to_string(),
-                    state: quote.state(),
+                    state: quote_state(quote.state()),
                     unit: quote.unit.to_string(),
                     amount: quote
                         .amount

@@ -6,34 +6,16 @@ use std::sync::Mutex;
 use cdk::nuts::{MintQuoteState, PublicKey};
 use cdk::secp256k1::schnorr::Signature;
 use ehash::{lookup_message, LockingPubkey, LOOKUP_FRESHNESS_SECS};
-use serde::{Deserialize, Serialize};
+pub use ehash::{QuoteLookupRequest, QuoteLookupResponse, QuoteState, QuoteSummary};
 use thiserror::Error;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QuoteLookupRequest {
-    /// The locking key, compressed, hex.
-    pub pubkey: String,
-    /// Unix time, seconds, when the wallet signed.
-    pub timestamp: u64,
-    /// BIP340 Schnorr signature, hex, of [`lookup_message`] for `pubkey` and `timestamp`.
-    pub signature: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct QuoteSummary {
-    pub quote: String,
-    pub state: MintQuoteState,
-    pub unit: String,
-    pub amount: u64,
-    pub amount_paid: u64,
-    pub amount_issued: u64,
-    pub created_at: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct QuoteLookupResponse {
-    pub pubkey: String,
-    pub quotes: Vec<QuoteSummary>,
+/// cdk's quote state as the lookup names it.
+pub fn quote_state(state: MintQuoteState) -> QuoteState {
+    match state {
+        MintQuoteState::Unpaid => QuoteState::Unpaid,
+        MintQuoteState::Paid => QuoteState::Paid,
+        MintQuoteState::Issued => QuoteState::Issued,
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -23,7 +23,10 @@ pub mod policy;
 pub mod work;
 
 pub use identity::{IdentityError, LockingPubkey, MinerIdentity};
-pub use lookup::{lookup_message, LOOKUP_FRESHNESS_SECS};
+pub use lookup::{
+    lookup_message, QuoteLookupRequest, QuoteLookupResponse, QuoteState, QuoteSummary,
+    LOOKUP_FRESHNESS_SECS,
+};
 pub use message::{CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote};
 pub use policy::{split_payout, PayoutError, ReleasePolicy};
 pub use work::{credited_work, quote_id_for_share, ShareHash, QUOTE_ID_NAMESPACE};

@@ -6,6 +6,8 @@
 //! [`LOOKUP_FRESHNESS_SECS`] of its clock and each signature only once, so a captured request
 //! cannot be replayed to list someone's quotes.
 
+use serde::{Deserialize, Serialize};
+
 use crate::identity::LockingPubkey;
 
 /// How far a lookup's timestamp may be from the mint's clock, either way.
@@ -14,6 +16,57 @@ pub const LOOKUP_FRESHNESS_SECS: u64 = 60;
 /// Domain-separated text the wallet signs: `hashpool-quote-lookup-v1:<pubkey hex>:<unix secs>`.
 pub fn lookup_message(pubkey: &LockingPubkey, timestamp: u64) -> String {
     format!("hashpool-quote-lookup-v1:{pubkey}:{timestamp}")
+}
+
+/// `POST /v1/ehash/quotes` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteLookupRequest {
+    /// The locking key, compressed, hex.
+    pub pubkey: String,
+    /// Unix time, seconds, when the wallet signed.
+    pub timestamp: u64,
+    /// BIP340 Schnorr signature, hex, of [`lookup_message`] for `pubkey` and `timestamp`.
+    pub signature: String,
+}
+
+/// A quote's state as NUT-04 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QuoteState {
+    /// Created by the pool; its share is not yet released for minting.
+    Unpaid,
+    /// Released: the key holder may mint it.
+    Paid,
+    /// Minted.
+    Issued,
+}
+
+/// One quote locked to the key, as the lookup lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteSummary {
+    /// The quote id (what `GET /v1/mint/quote/ehash/{id}` and `POST /v1/mint/ehash` take).
+    pub quote: String,
+    pub state: QuoteState,
+    pub unit: String,
+    pub amount: u64,
+    pub amount_paid: u64,
+    pub amount_issued: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+impl QuoteSummary {
+    /// What the key holder can mint now.
+    pub fn mintable(&self) -> u64 {
+        self.amount_paid.saturating_sub(self.amount_issued)
+    }
+}
+
+/// `POST /v1/ehash/quotes` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteLookupResponse {
+    pub pubkey: String,
+    pub quotes: Vec<QuoteSummary>,
 }
 
 #[cfg(test)]
@@ -31,5 +84,16 @@ mod tests {
             "hashpool-quote-lookup-v1:0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798:1764000000"
         );
         assert_ne!(lookup_message(&key, 1), lookup_message(&key, 2));
+    }
+
+    #[test]
+    fn states_use_the_nut04_names() {
+        for (state, name) in [
+            (QuoteState::Unpaid, "\"UNPAID\""),
+            (QuoteState::Paid, "\"PAID\""),
+            (QuoteState::Issued, "\"ISSUED\""),
+        ] {
+            assert_eq!(serde_json::to_string(&state).unwrap(), name);
+        }
     }
 }
