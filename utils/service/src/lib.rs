@@ -2,10 +2,12 @@
 
 mod config;
 mod logging;
+mod secret_file;
 mod signal;
 
 pub use config::{load_config, ConfigError};
 pub use logging::{init_logging, LogGuard, LoggingError};
+pub use secret_file::{create_secret, read_secret, SecretFileError};
 pub use signal::shutdown_signal;
 
 /// This machine's hostname, for default names that must stay the same across restarts.
