@@ -47,6 +47,41 @@ struct SharedWork {
     work: Mutex<Option<(u64, Work)>>,
 }
 
+/// First wait before reconnecting; it doubles up to [`MAX_RECONNECT_DELAY`].
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+/// A session that lasted this long was healthy: the next outage starts the backoff afresh.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Mines until `shutdown`, reconnecting with backoff whenever the pool cannot be reached or the
+/// connection drops (a pool that is starting, restarting or briefly away). A refused channel is
+/// final: mining again with the same identity would be refused again.
+pub async fn run_device_reconnecting(
+    config: DeviceConfig,
+    stats: Arc<DeviceStats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DeviceError> {
+    let mut delay = FIRST_RECONNECT_DELAY;
+    loop {
+        let started = std::time::Instant::now();
+        match run_device(config.clone(), stats.clone(), shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(refused @ DeviceError::Refused(_)) => return Err(refused),
+            Err(DeviceError::Connection(error)) => {
+                if started.elapsed() >= HEALTHY_SESSION {
+                    delay = FIRST_RECONNECT_DELAY;
+                }
+                tracing::warn!(%error, pool = %config.pool_address, retry_in = ?delay, "pool unreachable");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+    }
+}
+
 /// Mines until `shutdown` or until the connection fails.
 pub async fn run_device(
     config: DeviceConfig,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use hashpool_mining_device::device::{run_device, DeviceConfig, DeviceStats};
+use hashpool_mining_device::device::{run_device_reconnecting, DeviceConfig, DeviceStats};
 use stratum_apps::key_utils::Secp256k1PublicKey;
 
 /// A CPU Stratum V2 miner for hashpool.
@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
             nominal_hashrate: args.nominal_hashrate,
         };
         let (stats, stopped) = (stats.clone(), stopped.clone());
-        devices.spawn(async move { run_device(config, stats, stopped).await });
+        devices.spawn(async move { run_device_reconnecting(config, stats, stopped).await });
     }
 
     let started = Instant::now();
