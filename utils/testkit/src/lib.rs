@@ -3,9 +3,11 @@
 //! test's own for outage tests, each on ports no other test uses.
 
 mod bitcoind;
+mod process;
 mod redis_server;
 
 pub use bitcoind::{regtest_address, Bitcoind, BitcoindError};
+pub use process::{workspace_binary, Process};
 pub use redis_server::{wait_until, RedisServer};
 
 use std::net::TcpListener;
