@@ -20,6 +20,8 @@
     bitcoind.exec = "just run-bitcoind";
     pool.exec = "just run-pool";
     mint.exec = "just run-mint";
+    wallet.exec = "just run-wallet";
+    mining-device.exec = "just run-mining-device";
   };
 
   enterShell = ''

@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # The processes of the stack, in start order. devenv.nix declares the same set.
-processes := "redis bitcoind pool mint"
+processes := "redis bitcoind pool mint wallet mining-device"
 
 # List the recipes.
 default:
@@ -11,6 +11,7 @@ default:
 
 # Build everything and run the stack on regtest until Ctrl-C.
 up: build
+    bin/banner
     bin/stack {{processes}}
 
 # Build the workspace.
@@ -70,6 +71,18 @@ run-mint:
 # Process: the Stratum V2 pool (miners on 0.0.0.0:34254, metrics on 127.0.0.1:9091).
 run-pool:
     "${CARGO_TARGET_DIR:-target}/debug/pool" --config config/pool.toml
+
+# Process: the miner's wallet (made on first run in .data/wallet), minting quotes as they become PAID.
+run-wallet:
+    "${CARGO_TARGET_DIR:-target}/debug/wallet" init --if-missing >/dev/null; exec "${CARGO_TARGET_DIR:-target}/debug/wallet" watch
+
+# Process: a CPU Sv2 miner whose shares are credited to the wallet's key.
+run-mining-device:
+    key="$("${CARGO_TARGET_DIR:-target}/debug/wallet" init --if-missing)"; exec "${CARGO_TARGET_DIR:-target}/debug/mining-device" --identity "$key.cpu0"
+
+# The stack wallet (.data/wallet): `just wallet balance`, `just wallet quotes`, `just wallet send 100`...
+wallet *ARGS:
+    "${CARGO_TARGET_DIR:-target}/debug/wallet" {{ARGS}}
 
 # Print a new Noise authority keypair for config/pool.toml.
 pool-keygen:
