@@ -20,6 +20,7 @@
     bitcoind.exec = "just run-bitcoind";
     pool.exec = "just run-pool";
     mint.exec = "just run-mint";
+    translator.exec = "just run-translator";
     wallet.exec = "just run-wallet";
     mining-device.exec = "just run-mining-device";
   };

@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # The processes of the stack, in start order. devenv.nix declares the same set.
-processes := "redis bitcoind pool mint wallet mining-device"
+processes := "redis bitcoind pool mint translator wallet mining-device"
 
 # List the recipes.
 default:
@@ -72,6 +72,10 @@ run-mint:
 run-pool:
     "${CARGO_TARGET_DIR:-target}/debug/pool" --config config/pool.toml
 
+# Process: the Sv1 -> Sv2 translator (Bitaxe: stratum+tcp://<host>:34255, user = your pubkey).
+run-translator:
+    "${CARGO_TARGET_DIR:-target}/debug/translator" --config config/translator.toml
+
 # Process: the miner's wallet (made on first run in .data/wallet), minting quotes as they become PAID.
 run-wallet:
     "${CARGO_TARGET_DIR:-target}/debug/wallet" init --if-missing >/dev/null; exec "${CARGO_TARGET_DIR:-target}/debug/wallet" watch
@@ -82,7 +86,7 @@ run-mining-device:
 
 # The stack wallet (.data/wallet): `just wallet balance`, `just wallet quotes`, `just wallet send 100`...
 wallet *ARGS:
-    "${CARGO_TARGET_DIR:-target}/debug/wallet" {{ARGS}}
+    @"${CARGO_TARGET_DIR:-target}/debug/wallet" {{ARGS}}
 
 # Print a new Noise authority keypair for config/pool.toml.
 pool-keygen:

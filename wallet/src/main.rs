@@ -64,6 +64,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `wallet quotes | head` should end quietly, as Unix tools do, not panic on a closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE at start, before any thread writes.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     let dir = WalletDir::new(&args.dir);
     match args.command {

@@ -309,6 +309,12 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
     assert!(replay.to_lowercase().contains("spent"), "{replay}");
     assert_eq!(stack.balance("bob"), payment);
 
+    // Alice's twelve words alone bring back her key and her unspent ecash (NUT-09).
+    let phrase = std::fs::read_to_string(stack.path("alice/mnemonic")).unwrap();
+    let restored = stack.wallet("alice-restored", &["init", "--phrase", phrase.trim()]);
+    assert_eq!(restored, alice, "the same locking key");
+    assert_eq!(stack.balance("alice-restored"), credited - payment);
+
     // The pool's blocks reached bitcoind, paying the pool's coinbase address.
     assert!(stats["blocks_found"].as_u64().unwrap() > 0);
     assert!(node.rpc().get_block_count().unwrap() > start_height);
