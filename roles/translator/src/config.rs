@@ -84,6 +84,9 @@ pub struct DownstreamConfig {
     pub initial_hashrate: f32,
     /// Longest line a miner may send before it is disconnected.
     pub max_line_bytes: usize,
+    /// A connection that has not sent `mining.authorize` by then is closed, so idle sockets
+    /// cannot pile up.
+    pub authorize_timeout_secs: u64,
 }
 
 impl Default for DownstreamConfig {
@@ -94,6 +97,7 @@ impl Default for DownstreamConfig {
             shares_per_minute: 12.0,
             initial_hashrate: 1.0e12,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            authorize_timeout_secs: 60,
         }
     }
 }

@@ -153,8 +153,14 @@ impl Downstream {
         let (lines_tx, mut lines) = mpsc::channel(64);
         let max_line = self.context.config.max_line_bytes;
         let reader_task = tokio::spawn(read_lines(reader, max_line, lines_tx));
+        let authorize_timeout = Duration::from_secs(self.context.config.authorize_timeout_secs);
+        let authorize_deadline = tokio::time::sleep(authorize_timeout);
+        tokio::pin!(authorize_deadline);
         let reason = loop {
             let step = tokio::select! {
+                () = &mut authorize_deadline, if self.user.is_none() => Err(CloseReason::BadInput(
+                    format!("no mining.authorize within {} s", authorize_timeout.as_secs()),
+                )),
                 line = lines.recv() => match line {
                     Some(Ok(line)) => self.on_line(&line).await,
                     Some(Err(LineError::Io(error))) => Err(CloseReason::Network(error.to_string())),

@@ -190,6 +190,34 @@ async fn a_channel_the_pool_refuses_fails_authorize_with_the_pools_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_authorizes_is_closed() {
+    let stack = Stack::start_with(
+        "translator-idle",
+        DownstreamConfig {
+            initial_hashrate: TEST_HASHRATE,
+            authorize_timeout_secs: 1,
+            ..DownstreamConfig::default()
+        },
+    )
+    .await;
+    let mut miner = Sv1Miner::handshake(stack.sv1_address(), KEY_A).await;
+    let mut idle = Sv1Miner::connect(stack.sv1_address()).await;
+    idle.subscribe().await;
+    assert!(idle.next_message().await.is_none(), "closed after 1 s");
+    // The authorized miner outlives the deadline.
+    miner.mine_accepted(1).await;
+    assert_eq!(
+        stack
+            .translator
+            .metrics()
+            .downstreams_dropped
+            .load(Ordering::Relaxed),
+        1
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_closes_only_the_miner_that_sent_it() {
     let stack = Stack::start("translator-garbage").await;
     let mut good = Sv1Miner::handshake(stack.sv1_address(), KEY_A).await;
