@@ -51,48 +51,36 @@ pub struct Bitcoind {
 impl Bitcoind {
     /// Starts bitcoind on free ports and waits until its RPC answers.
     pub fn start() -> Result<Self, BitcoindError> {
-        let binary = bitcoind_binary()?;
         let datadir = tempfile::Builder::new()
             .prefix("hashpool-bitcoind-")
             .tempdir()?;
         let rpc_port = free_port();
-        let child = Command::new(&binary)
-            .arg("-regtest")
-            .arg(format!("-datadir={}", datadir.path().display()))
-            .arg(format!("-rpcport={rpc_port}"))
-            .args([
-                // No P2P: tests talk to bitcoind over RPC only.
-                "-rpcbind=127.0.0.1",
-                "-rpcallowip=127.0.0.1",
-                "-listen=0",
-                "-dnsseed=0",
-                "-fixedseeds=0",
-                "-printtoconsole=0",
-                "-server=1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| BitcoindError::Spawn {
-                path: binary.clone(),
-                source,
-            })?;
-
-        let cookie = datadir.path().join("regtest").join(".cookie");
-        let url = format!("http://127.0.0.1:{rpc_port}");
+        let child = spawn(datadir.path(), rpc_port)?;
         let mut node = Self {
             child: Some(child),
             // Placeholder until the cookie exists; replaced below.
-            rpc: Client::new(&url, Auth::None)?,
+            rpc: Client::new(&format!("http://127.0.0.1:{rpc_port}"), Auth::None)?,
             rpc_port,
             datadir,
         };
-        node.rpc = node.wait_for_rpc(&url, &cookie)?;
+        node.rpc = node.wait_for_rpc()?;
         Ok(node)
     }
 
-    fn wait_for_rpc(&mut self, url: &str, cookie: &Path) -> Result<Client, BitcoindError> {
+    /// Stops bitcoind and starts it again on the same data dir and RPC port, as an operator's
+    /// restart does. bitcoind writes a new cookie on every start: clients holding the old one
+    /// are refused until they read it again.
+    pub fn restart(&mut self) -> Result<(), BitcoindError> {
+        self.rpc.stop()?;
+        let child = self.child.take().expect("a running node has a child");
+        wait_for_exit(child)?;
+        self.child = Some(spawn(self.datadir.path(), self.rpc_port)?);
+        self.rpc = self.wait_for_rpc()?;
+        Ok(())
+    }
+
+    fn wait_for_rpc(&mut self) -> Result<Client, BitcoindError> {
+        let (url, cookie) = (self.rpc_url(), self.cookie_file());
         let started = Instant::now();
         let mut last_error = String::from("no cookie yet");
         while started.elapsed() < STARTUP_TIMEOUT {
@@ -111,7 +99,7 @@ impl Bitcoind {
                 });
             }
             if cookie.exists() {
-                let client = Client::new(url, Auth::CookieFile(cookie.to_owned()))?;
+                let client = Client::new(&url, Auth::CookieFile(cookie.clone()))?;
                 match client.get_blockchain_info() {
                     Ok(_) => return Ok(client),
                     Err(error) => last_error = error.to_string(),
@@ -187,18 +175,7 @@ impl Bitcoind {
     /// Asks bitcoind to stop over RPC and waits for the process to exit.
     pub fn stop(mut self) -> Result<ExitStatus, BitcoindError> {
         self.rpc.stop()?;
-        let mut child = self.child.take().expect("a running node has a child");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if started.elapsed() > SHUTDOWN_TIMEOUT {
-                let _ = child.kill();
-                return Err(BitcoindError::StopTimeout(SHUTDOWN_TIMEOUT));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_exit(self.child.take().expect("a running node has a child"))
     }
 }
 
@@ -208,6 +185,49 @@ impl Drop for Bitcoind {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Runs the pinned bitcoind on regtest in `datadir`, RPC on `rpc_port`.
+fn spawn(datadir: &Path, rpc_port: u16) -> Result<Child, BitcoindError> {
+    let binary = bitcoind_binary()?;
+    Command::new(&binary)
+        .arg("-regtest")
+        .arg(format!("-datadir={}", datadir.display()))
+        .arg(format!("-rpcport={rpc_port}"))
+        .args([
+            // No P2P: tests talk to bitcoind over RPC only.
+            "-rpcbind=127.0.0.1",
+            "-rpcallowip=127.0.0.1",
+            "-listen=0",
+            "-dnsseed=0",
+            "-fixedseeds=0",
+            "-printtoconsole=0",
+            "-server=1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| BitcoindError::Spawn {
+            path: binary.clone(),
+            source,
+        })
+}
+
+/// Waits for a bitcoind asked to stop to exit; kills it after [`SHUTDOWN_TIMEOUT`].
+fn wait_for_exit(mut child: Child) -> Result<ExitStatus, BitcoindError> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if started.elapsed() > SHUTDOWN_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BitcoindError::StopTimeout(SHUTDOWN_TIMEOUT));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
