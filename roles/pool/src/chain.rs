@@ -31,24 +31,87 @@ pub enum ChainError {
 /// How long the pool waits at start for bitcoind to write its RPC cookie.
 const COOKIE_WAIT: Duration = Duration::from_secs(120);
 
-/// A blocking RPC client to bitcoind, shared by the template feed and block submission. With
-/// cookie authentication it waits for bitcoind to write the cookie (they start together).
-pub async fn rpc_client(config: &BitcoindConfig) -> Result<Arc<Client>, ChainError> {
-    if let (Some(cookie), None) = (&config.cookie_file, &config.rpc_user) {
-        let started = Instant::now();
-        while !cookie.exists() && started.elapsed() < COOKIE_WAIT {
-            if started.elapsed().as_secs() % 10 == 0 {
-                tracing::info!(cookie = %cookie.display(), "waiting for bitcoind's RPC cookie");
+/// A blocking RPC client to bitcoind, shared by the template feed and block submission.
+///
+/// bitcoind writes a new random cookie every time it starts, and `bitcoincore_rpc` reads the
+/// cookie file once, when a client is made. So a client that outlives a bitcoind restart is
+/// refused (HTTP 401) forever. Every call that fails below the JSON-RPC layer (refused
+/// connection, HTTP error status) therefore re-reads the credentials, makes a new client and
+/// retries once.
+#[derive(Debug)]
+pub struct BitcoindRpc {
+    url: String,
+    auth: Auth,
+    client: Mutex<Arc<Client>>,
+}
+
+impl BitcoindRpc {
+    /// Connects to bitcoind. With cookie authentication it first waits for bitcoind to write the
+    /// cookie (they start together).
+    pub async fn connect(config: &BitcoindConfig) -> Result<Self, ChainError> {
+        if let (Some(cookie), None) = (&config.cookie_file, &config.rpc_user) {
+            let started = Instant::now();
+            while !cookie.exists() && started.elapsed() < COOKIE_WAIT {
+                if started.elapsed().as_secs() % 10 == 0 {
+                    tracing::info!(cookie = %cookie.display(), "waiting for bitcoind's RPC cookie");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let auth = match (&config.cookie_file, &config.rpc_user, &config.rpc_password) {
+            (_, Some(user), Some(password)) => Auth::UserPass(user.clone(), password.clone()),
+            (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
+            _ => Auth::None,
+        };
+        let client = Client::new(&config.rpc_url, auth.clone())?;
+        Ok(Self {
+            url: config.rpc_url.clone(),
+            auth,
+            client: Mutex::new(Arc::new(client)),
+        })
+    }
+
+    /// Runs `request` on the current client; on a transport failure, once more on a new client
+    /// made with freshly read credentials.
+    pub fn call<T>(
+        &self,
+        request: impl Fn(&Client) -> Result<T, bitcoincore_rpc::Error>,
+    ) -> Result<T, bitcoincore_rpc::Error> {
+        let client = self.current();
+        match request(&client) {
+            Err(error) if is_transport_failure(&error) => {
+                let client = self.reconnect(&client)?;
+                request(&client)
+            }
+            result => result,
         }
     }
-    let auth = match (&config.cookie_file, &config.rpc_user, &config.rpc_password) {
-        (_, Some(user), Some(password)) => Auth::UserPass(user.clone(), password.clone()),
-        (Some(cookie), _, _) => Auth::CookieFile(cookie.clone()),
-        _ => Auth::None,
-    };
-    Ok(Arc::new(Client::new(&config.rpc_url, auth)?))
+
+    fn current(&self) -> Arc<Client> {
+        self.client.lock().expect("rpc client lock").clone()
+    }
+
+    /// Replaces `failed` with a new client, unless another caller already did.
+    fn reconnect(&self, failed: &Arc<Client>) -> Result<Arc<Client>, bitcoincore_rpc::Error> {
+        let mut client = self.client.lock().expect("rpc client lock");
+        if Arc::ptr_eq(&client, failed) {
+            // Reading the cookie fails while bitcoind is down (it deletes the file on exit);
+            // the caller's retry loop comes back here until bitcoind is up again.
+            *client = Arc::new(Client::new(&self.url, self.auth.clone())?);
+            tracing::debug!(url = %self.url, "bitcoind RPC client rebuilt");
+        }
+        Ok(client.clone())
+    }
+}
+
+/// Failures of the HTTP exchange rather than answers from bitcoind: a refused or reset
+/// connection, or an HTTP status such as 401 for a stale cookie.
+fn is_transport_failure(error: &bitcoincore_rpc::Error) -> bool {
+    matches!(
+        error,
+        bitcoincore_rpc::Error::JsonRpc(bitcoincore_rpc::jsonrpc::Error::Transport(_))
+            | bitcoincore_rpc::Error::Io(_)
+    )
 }
 
 /// The script the coinbase pays; the address is checked when the pool starts.
@@ -93,7 +156,7 @@ pub struct TemplateFeed {
 
 impl TemplateFeed {
     pub fn start(
-        rpc: Arc<Client>,
+        rpc: Arc<BitcoindRpc>,
         payout: ScriptBuf,
         poll: Duration,
         store: TemplateStore,
@@ -125,7 +188,7 @@ impl Drop for TemplateFeed {
 }
 
 fn follow_tip(
-    rpc: &Client,
+    rpc: &BitcoindRpc,
     payout: &ScriptBuf,
     poll: Duration,
     store: &TemplateStore,
@@ -137,17 +200,22 @@ fn follow_tip(
     let mut built_at = Instant::now();
     let mut failing = false;
     while !stop.load(Ordering::Relaxed) {
-        let result = rpc.get_best_block_hash().and_then(|best| {
+        let result = rpc.call(|client| {
+            let best = client.get_best_block_hash()?;
             if tip == Some(best) && built_at.elapsed() < TEMPLATE_REFRESH {
                 return Ok(None);
             }
-            let gbt = rpc.get_block_template(
+            let gbt = client.get_block_template(
                 GetBlockTemplateModes::Template,
                 &[GetBlockTemplateRules::SegWit],
                 &[],
             )?;
             Ok(Some(gbt))
         });
+        if result.is_ok() && failing {
+            tracing::info!("bitcoind is reachable again");
+            failing = false;
+        }
         match result {
             Ok(None) => {}
             Ok(Some(gbt)) => match Template::from_gbt(&gbt, next_id, payout.clone()) {
@@ -161,7 +229,6 @@ fn follow_tip(
                     let template = Arc::new(template);
                     store.insert(template.clone());
                     sender.send_replace(Some(template));
-                    failing = false;
                 }
                 Err(error) => tracing::error!(%error, "cannot use bitcoind's block template"),
             },
@@ -176,36 +243,54 @@ fn follow_tip(
     }
 }
 
-/// Hands a found block to bitcoind; returns whether it was accepted.
-pub async fn submit_block(rpc: Arc<Client>, block: Block) -> bool {
+/// How long a found block is offered to a bitcoind that cannot be reached (restarting, say).
+const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(60);
+const SUBMIT_RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Hands a found block to bitcoind; returns whether it was accepted. A block is worth a whole
+/// block reward, so while bitcoind cannot be reached the submission is retried for
+/// [`SUBMIT_RETRY_FOR`].
+pub async fn submit_block(rpc: Arc<BitcoindRpc>, block: Block) -> bool {
     let hash = block.block_hash();
     let height = block.bip34_block_height().unwrap_or_default();
-    let result = tokio::task::spawn_blocking(move || {
-        rpc.call::<Option<String>>(
-            "submitblock",
-            &[
-                stratum_apps::stratum_core::bitcoin::consensus::encode::serialize_hex(&block)
-                    .into(),
-            ],
-        )
-    })
-    .await;
-    match result {
-        Ok(Ok(None)) => {
-            tracing::info!(%hash, height, "BLOCK FOUND and accepted by bitcoind");
-            true
-        }
-        Ok(Ok(Some(reason))) => {
-            tracing::error!(%hash, height, %reason, "block refused by bitcoind");
-            false
-        }
-        Ok(Err(error)) => {
-            tracing::error!(%hash, height, %error, "submitblock failed");
-            false
-        }
-        Err(error) => {
-            tracing::error!(%hash, %error, "submitblock task failed");
-            false
+    let hex = stratum_apps::stratum_core::bitcoin::consensus::encode::serialize_hex(&block);
+    let started = Instant::now();
+    let mut retried = false;
+    loop {
+        let (rpc, hex) = (rpc.clone(), hex.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            rpc.call(|client| client.call::<Option<String>>("submitblock", &[hex.clone().into()]))
+        })
+        .await;
+        match result {
+            Ok(Ok(None)) => {
+                tracing::info!(%hash, height, "BLOCK FOUND and accepted by bitcoind");
+                return true;
+            }
+            // A retry after a lost reply finds the block already there.
+            Ok(Ok(Some(reason))) if reason == "duplicate" && retried => {
+                tracing::info!(%hash, height, "BLOCK FOUND; bitcoind already had it");
+                return true;
+            }
+            Ok(Ok(Some(reason))) => {
+                tracing::error!(%hash, height, %reason, "block refused by bitcoind");
+                return false;
+            }
+            Ok(Err(error))
+                if is_transport_failure(&error) && started.elapsed() < SUBMIT_RETRY_FOR =>
+            {
+                tracing::warn!(%hash, height, %error, "cannot reach bitcoind to submit a block; retrying");
+                tokio::time::sleep(SUBMIT_RETRY_EVERY).await;
+                retried = true;
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%hash, height, %error, "submitblock failed");
+                return false;
+            }
+            Err(error) => {
+                tracing::error!(%hash, %error, "submitblock task failed");
+                return false;
+            }
         }
     }
 }

@@ -10,24 +10,24 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bitcoincore_rpc::Client;
 use ehash::{credited_work, CreateQuote, MinerIdentity, QuoteMessage, ReleasePolicy, UpdateQuote};
-use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
 use stratum_apps::stratum_core::bitcoin::hashes::Hash;
 use stratum_apps::stratum_core::bitcoin::{BlockHash, Target};
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use stratum_apps::stratum_core::channels_sv2::server::extended::ExtendedChannel;
+use stratum_apps::stratum_core::channels_sv2::server::group::GroupChannel;
+use stratum_apps::stratum_core::channels_sv2::server::jobs::extended::ExtendedJob;
 use stratum_apps::stratum_core::channels_sv2::server::share_accounting::{
     ShareAccounting, ShareValidationError, ShareValidationResult,
 };
 use stratum_apps::stratum_core::channels_sv2::server::standard::StandardChannel;
 use stratum_apps::stratum_core::channels_sv2::{Vardiff, VardiffState};
-use stratum_apps::stratum_core::codec_sv2::SerializedFrame;
 use stratum_apps::stratum_core::common_messages_sv2::{
     has_version_rolling, Protocol, SetupConnection, SetupConnectionErrorOwned,
     SetupConnectionSuccess,
 };
 use stratum_apps::stratum_core::framing_sv2::framing::MessageFrame;
+use stratum_apps::stratum_core::framing_sv2::header::Header;
 use stratum_apps::stratum_core::mining_sv2::{
     CloseChannel, OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccessOwned,
     OpenMiningChannelErrorOwned, OpenStandardMiningChannel, OpenStandardMiningChannelSuccessOwned,
@@ -41,18 +41,24 @@ use stratum_apps::stratum_core::parsers_sv2::{
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::chain::{submit_block, TemplateStore};
+use crate::chain::{submit_block, BitcoindRpc, TemplateStore};
 use crate::metrics::PoolMetrics;
+use crate::noise::{FrameReader, FrameWriter, TransportError};
 use crate::publisher::QuoteSender;
 use crate::template::Template;
 
-/// Largest frame payload a miner may send; every mining message is far smaller.
+/// Largest frame payload a miner may send; every mining message is far smaller. Checked on the
+/// frame header, before any of the payload is read (see [`crate::noise`]).
 pub const MAX_PAYLOAD: usize = 16 * 1024;
 /// The only Stratum V2 protocol version.
 const SV2_VERSION: u16 = 2;
 /// SetupConnection flags for the mining protocol (spec 5.3.1).
 const FLAG_REQUIRES_STANDARD_JOBS: u32 = 1;
-const FLAG_REQUIRES_VERSION_ROLLING: u32 = 1 << 2;
+/// SetupConnection.Success flags for the mining protocol (spec 5.3.2): the pool sets neither
+/// REQUIRES_FIXED_VERSION (bit 0) nor REQUIRES_EXTENDED_CHANNELS (bit 1). Version rolling is
+/// always allowed: standard channels may roll the bits of `VERSION_ROLLING_MASK`, and extended
+/// jobs say `version_rolling_allowed`.
+const SUCCESS_FLAGS: u32 = 0;
 /// Successful shares acknowledged per SubmitShares.Success.
 const SHARE_BATCH: usize = 1;
 /// How often channels are considered for a difficulty change.
@@ -70,7 +76,7 @@ pub struct PoolContext {
     pub metrics: Arc<PoolMetrics>,
     pub allocator: Mutex<ExtranonceAllocator>,
     pub next_channel_id: AtomicU32,
-    pub rpc: Arc<Client>,
+    pub rpc: Arc<BitcoindRpc>,
 }
 
 /// Why a connection was closed by the pool.
@@ -125,6 +131,8 @@ enum ChannelKind {
 
 struct Channel {
     kind: ChannelKind,
+    /// A standard channel whose jobs come through the connection's group channel.
+    grouped: bool,
     identity: MinerIdentity,
     vardiff: VardiffState,
     jobs: HashMap<u32, JobInfo>,
@@ -216,16 +224,22 @@ impl Channel {
 pub struct Downstream {
     context: Arc<PoolContext>,
     peer: String,
-    writer: NoiseTcpWriteHalf,
+    writer: FrameWriter,
     setup_done: bool,
     requires_standard_jobs: bool,
     channels: HashMap<u32, Channel>,
+    /// The connection's standard channels, when the device takes extended jobs: one job per
+    /// template for all of them (NewExtendedMiningJob to the group), which each channel turns
+    /// into its own with its extranonce prefix. Made at the first such channel.
+    group: Option<GroupChannel>,
+    /// The group's jobs on the current tip by job id, for rebuilding a found block's coinbase.
+    group_jobs: HashMap<u32, ExtendedJob>,
     /// The template the channels' jobs are built on, and its tip.
     template: Option<Arc<Template>>,
 }
 
 impl Downstream {
-    pub fn new(context: Arc<PoolContext>, peer: String, writer: NoiseTcpWriteHalf) -> Self {
+    pub fn new(context: Arc<PoolContext>, peer: String, writer: FrameWriter) -> Self {
         Self {
             context,
             peer,
@@ -233,6 +247,8 @@ impl Downstream {
             setup_done: false,
             requires_standard_jobs: false,
             channels: HashMap::new(),
+            group: None,
+            group_jobs: HashMap::new(),
             template: None,
         }
     }
@@ -240,7 +256,7 @@ impl Downstream {
     /// Serves the connection until it closes; returns why.
     pub async fn run(
         mut self,
-        reader: NoiseTcpReadHalf,
+        reader: FrameReader,
         mut shutdown: watch::Receiver<bool>,
     ) -> CloseReason {
         let (frames_tx, mut frames) = mpsc::channel(64);
@@ -289,21 +305,24 @@ impl Downstream {
         self.writer
             .write_frame(frame)
             .await
-            .map_err(|error| CloseReason::Network(format!("{error:?}")))
+            .map_err(|error| CloseReason::Network(error.to_string()))
     }
 
     async fn send_mining(&mut self, message: MiningOwned) -> Result<(), CloseReason> {
         self.send(AnyMessageOwned::Mining(message)).await
     }
 
-    async fn handle_frame(&mut self, mut frame: SerializedFrame) -> Result<(), CloseReason> {
-        let header = frame.header();
+    async fn handle_frame(&mut self, mut frame: InboundFrame) -> Result<(), CloseReason> {
+        let header = frame.header;
         let message_type = header.msg_type();
-        let message: AnyMessage<'_> = (header, frame.payload()).try_into().map_err(|error| {
-            CloseReason::Protocol(format!(
-                "undecodable message type {message_type:#04x}: {error:?}"
-            ))
-        })?;
+        let message: AnyMessage<'_> =
+            (header, frame.payload.as_mut_slice())
+                .try_into()
+                .map_err(|error| {
+                    CloseReason::Protocol(format!(
+                        "undecodable message type {message_type:#04x}: {error:?}"
+                    ))
+                })?;
         let message = match message {
             AnyMessage::Common(CommonMessages::SetupConnection(setup)) => {
                 return self.setup_connection(setup).await
@@ -370,12 +389,12 @@ impl Downstream {
             version_rolling = has_version_rolling(setup.flags),
             "miner connected"
         );
-        // We accept work from any device: echo the flags we honour (standard jobs, version rolling).
-        let flags = setup.flags & (FLAG_REQUIRES_STANDARD_JOBS | FLAG_REQUIRES_VERSION_ROLLING);
+        // The success flags are not an echo of the request: bit 0 there means
+        // REQUIRES_FIXED_VERSION, which would forbid the version rolling we allow.
         self.send(AnyMessageOwned::Common(
             CommonMessagesOwned::SetupConnectionSuccess(SetupConnectionSuccess {
                 used_version: SV2_VERSION,
-                flags,
+                flags: SUCCESS_FLAGS,
             }),
         ))
         .await
@@ -451,6 +470,21 @@ impl Downstream {
                 return self.refuse_channel(open.request_id, code).await;
             }
         };
+        // A device that did not ask for standard jobs gets its standard channels' work through
+        // a group channel, as SRI's pool does.
+        let group_channel_id = if self.requires_standard_jobs {
+            0
+        } else {
+            match self.join_group(channel_id, channel.get_extranonce_prefix().len()) {
+                Ok(group_channel_id) => group_channel_id,
+                Err(error) => {
+                    tracing::error!(peer = %self.peer, channel_id, %error, "cannot group the channel");
+                    return self
+                        .refuse_channel(open.request_id, "channel-capacity-exhausted")
+                        .await;
+                }
+            }
+        };
         let success = OpenStandardMiningChannelSuccessOwned {
             request_id: open.request_id,
             channel_id,
@@ -460,13 +494,14 @@ impl Downstream {
                 .to_vec()
                 .try_into()
                 .expect("an extranonce prefix is at most 32 bytes"),
-            group_channel_id: 0,
+            group_channel_id,
         };
         self.send_mining(MiningOwned::OpenStandardMiningChannelSuccess(success))
             .await?;
         self.add_channel(
             channel_id,
             ChannelKind::Standard(Box::new(channel)),
+            group_channel_id != 0,
             identity,
         )
         .await
@@ -539,6 +574,7 @@ impl Downstream {
         self.add_channel(
             channel_id,
             ChannelKind::Extended(Box::new(channel)),
+            false,
             identity,
         )
         .await
@@ -549,22 +585,155 @@ impl Downstream {
         &mut self,
         channel_id: u32,
         kind: ChannelKind,
+        grouped: bool,
         identity: MinerIdentity,
     ) -> Result<(), CloseReason> {
-        tracing::info!(peer = %self.peer, channel_id, miner = %identity, "channel opened");
+        tracing::info!(peer = %self.peer, channel_id, grouped, miner = %identity, "channel opened");
         self.context
             .metrics
             .channels
             .fetch_add(1, Ordering::Relaxed);
         let channel = Channel {
             kind,
+            grouped,
             identity,
             vardiff: VardiffState::new().expect("the system clock is after 1970"),
             jobs: HashMap::new(),
         };
         self.channels.insert(channel_id, channel);
-        if let Some(template) = self.template.clone() {
-            self.start_channel_on(channel_id, &template).await?;
+        let Some(template) = self.template.clone() else {
+            return Ok(());
+        };
+        if grouped {
+            // The whole group restarts on the current template: the new member needs a future
+            // job and a prev hash like any new channel, and the group's jobs are shared.
+            self.start_group_on(&template).await
+        } else {
+            self.start_channel_on(channel_id, &template).await
+        }
+    }
+
+    /// Adds a standard channel to the connection's group channel (made on first use); returns
+    /// the group channel id.
+    fn join_group(&mut self, channel_id: u32, extranonce_len: usize) -> Result<u32, String> {
+        if self.group.is_none() {
+            let group_channel_id = self.context.next_channel_id.fetch_add(1, Ordering::Relaxed);
+            let group = GroupChannel::new_for_pool(
+                group_channel_id,
+                extranonce_len,
+                true,
+                POOL_TAG.to_owned(),
+            )
+            .map_err(|error| format!("{error:?}"))?;
+            self.group = Some(group);
+        }
+        let group = self.group.as_mut().expect("made above");
+        group
+            .add_channel_id(channel_id, extranonce_len)
+            .map_err(|error| format!("{error:?}"))?;
+        Ok(group.get_group_channel_id())
+    }
+
+    /// On a new tip (or a new member): one future job for the whole group, then the prev hash
+    /// that activates it, each sent once to the group channel.
+    async fn start_group_on(&mut self, template: &Template) -> Result<(), CloseReason> {
+        let Some(group) = self.group.as_mut().filter(|group| !group.is_empty()) else {
+            return Ok(());
+        };
+        let group_channel_id = group.get_group_channel_id();
+        let cannot = |error: String| {
+            CloseReason::Protocol(format!(
+                "group channel {group_channel_id} cannot take the template: {error}"
+            ))
+        };
+        group
+            .on_new_template(template.new_template(true), template.reward_outputs.clone())
+            .map_err(|error| cannot(format!("{error:?}")))?;
+        let job = group
+            .get_future_job_id_from_template_id(template.id)
+            .and_then(|job_id| group.get_future_job(job_id))
+            .cloned()
+            .ok_or_else(|| cannot("no future job made".into()))?;
+        group
+            .on_set_new_prev_hash(template.set_new_prev_hash())
+            .map_err(|error| cannot(format!("{error:?}")))?;
+        self.give_group_job(&job, template, true)?;
+        let job_id = job.get_job_id();
+        // Jobs of the old tip can only be stale now.
+        self.group_jobs.clear();
+        self.group_jobs.insert(job_id, job.clone());
+        self.send_mining(MiningOwned::NewExtendedMiningJob(
+            job.get_job_message().clone(),
+        ))
+        .await?;
+        self.send_mining(MiningOwned::SetNewPrevHash(prev_hash_message(
+            group_channel_id,
+            job_id,
+            template,
+        )))
+        .await
+    }
+
+    /// On the same tip: a fresh job for the whole group, active at once.
+    async fn refresh_group(&mut self, template: &Template) -> Result<(), CloseReason> {
+        let Some(group) = self.group.as_mut().filter(|group| !group.is_empty()) else {
+            return Ok(());
+        };
+        let group_channel_id = group.get_group_channel_id();
+        group
+            .on_new_template(
+                template.new_template(false),
+                template.reward_outputs.clone(),
+            )
+            .map_err(|error| {
+                CloseReason::Protocol(format!(
+                    "group channel {group_channel_id} cannot take the template: {error:?}"
+                ))
+            })?;
+        let Some(job) = group.get_active_job().cloned() else {
+            return Ok(());
+        };
+        self.give_group_job(&job, template, false)?;
+        self.group_jobs.insert(job.get_job_id(), job.clone());
+        self.send_mining(MiningOwned::NewExtendedMiningJob(
+            job.get_job_message().clone(),
+        ))
+        .await
+    }
+
+    /// Hands a group job to every member, so each can validate shares on it (with its own
+    /// extranonce prefix and target); `with_prev_hash` also moves them to the template's tip.
+    fn give_group_job(
+        &mut self,
+        job: &ExtendedJob,
+        template: &Template,
+        with_prev_hash: bool,
+    ) -> Result<(), CloseReason> {
+        let members: Vec<u32> = self
+            .group
+            .as_ref()
+            .map(|group| group.get_channel_ids().copied().collect())
+            .unwrap_or_default();
+        for channel_id in members {
+            let channel = self
+                .channels
+                .get_mut(&channel_id)
+                .expect("members are channels");
+            let ChannelKind::Standard(inner) = &mut channel.kind else {
+                unreachable!("only standard channels are grouped");
+            };
+            let cannot = |error| {
+                CloseReason::Protocol(format!(
+                    "channel {channel_id} cannot take the group job: {error:?}"
+                ))
+            };
+            inner.on_group_channel_job(job.clone()).map_err(cannot)?;
+            if with_prev_hash {
+                inner
+                    .on_set_new_prev_hash(template.set_new_prev_hash())
+                    .map_err(cannot)?;
+            }
+            channel.remember_active_job(template);
         }
         Ok(())
     }
@@ -602,7 +771,12 @@ impl Downstream {
         let new_tip =
             self.template.as_ref().map(|current| current.prev_hash) != Some(template.prev_hash);
         self.template = Some(template.clone());
-        let ids: Vec<u32> = self.channels.keys().copied().collect();
+        let ids: Vec<u32> = self
+            .channels
+            .iter()
+            .filter(|(_, channel)| !channel.grouped)
+            .map(|(channel_id, _)| *channel_id)
+            .collect();
         for channel_id in ids {
             if new_tip {
                 self.start_channel_on(channel_id, &template).await?;
@@ -619,7 +793,11 @@ impl Downstream {
                 }
             }
         }
-        Ok(())
+        if new_tip {
+            self.start_group_on(&template).await
+        } else {
+            self.refresh_group(&template).await
+        }
     }
 
     /// Validates a share on its channel and answers it.
@@ -699,6 +877,25 @@ impl Downstream {
                 "accepted share on job {job_id} the pool never recorded"
             )));
         };
+        let block = block.map(|(template_id, coinbase)| {
+            match (&channel.kind, self.group_jobs.get(&job_id)) {
+                (ChannelKind::Standard(inner), Some(group_job)) if channel.grouped => {
+                    // channels_sv2 8.0.0 gives a grouped standard channel a coinbase with the
+                    // template's outputs twice (`ExtendedJob::into_standard_job` passes all of
+                    // the job's outputs as additional ones), which is not the transaction the
+                    // miner hashed. Rebuild it from the group job's bytes and this channel's
+                    // extranonce prefix, exactly as the miner did.
+                    let coinbase = [
+                        group_job.get_coinbase_tx_prefix_with_bip141(),
+                        inner.get_extranonce_prefix().to_vec(),
+                        group_job.get_coinbase_tx_suffix_with_bip141(),
+                    ]
+                    .concat();
+                    (template_id, coinbase)
+                }
+                _ => (template_id, coinbase),
+            }
+        });
         let work = credited_work(job.target.to_le_bytes());
         let locking_key = channel.identity.locking_key();
         let create = CreateQuote::for_share(
@@ -738,6 +935,7 @@ impl Downstream {
         });
         if let Some((template_id, coinbase)) = block {
             self.found_block(
+                share_hash.to_byte_array(),
                 template_id.unwrap_or(job.template_id),
                 &coinbase,
                 version,
@@ -752,7 +950,15 @@ impl Downstream {
         Ok(())
     }
 
-    fn found_block(&self, template_id: u64, coinbase: &[u8], version: u32, ntime: u32, nonce: u32) {
+    fn found_block(
+        &self,
+        share_hash: [u8; 32],
+        template_id: u64,
+        coinbase: &[u8],
+        version: u32,
+        ntime: u32,
+        nonce: u32,
+    ) {
         let Some(template) = self.context.template_store.get(template_id) else {
             tracing::error!(template_id, "block found on a template no longer kept");
             return;
@@ -764,6 +970,20 @@ impl Downstream {
                 return;
             }
         };
+        // The block must be the header the miner hashed; anything else is a bug here, and
+        // bitcoind would only answer with a less telling reason.
+        if block.block_hash().to_byte_array() != share_hash {
+            tracing::error!(
+                block_hash = %block.block_hash(),
+                share_hash = %BlockHash::from_byte_array(share_hash),
+                "the assembled block is not the block found; not submitted"
+            );
+            self.context
+                .metrics
+                .blocks_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let rpc = self.context.rpc.clone();
         let metrics = self.context.metrics.clone();
         tokio::spawn(async move {
@@ -812,6 +1032,9 @@ impl Downstream {
 
     fn close_channel(&mut self, close: CloseChannel<'_>) {
         if let Some(channel) = self.channels.remove(&close.channel_id) {
+            if let Some(group) = &mut self.group {
+                group.remove_channel_id(close.channel_id);
+            }
             self.context
                 .metrics
                 .channels
@@ -851,10 +1074,12 @@ impl Downstream {
         Ok(())
     }
 
-    /// Tells the miner its channel's new target and gives it a job made with that target.
+    /// Tells the miner its channel's new target and gives it a job made with that target (a
+    /// job's target is fixed when the job is made; shares on older jobs keep theirs).
     async fn retarget(&mut self, channel_id: u32) -> Result<(), CloseReason> {
         let channel = self.channels.get_mut(&channel_id).expect("channel exists");
         let maximum_target = channel.target().to_le_bytes().into();
+        let grouped = channel.grouped;
         self.send_mining(MiningOwned::SetTarget(SetTargetOwned {
             channel_id,
             maximum_target,
@@ -863,6 +1088,11 @@ impl Downstream {
         let Some(template) = self.template.clone() else {
             return Ok(());
         };
+        if grouped {
+            // A member's jobs are the group's: a fresh group job carries every member's current
+            // target, this one's new one included.
+            return self.refresh_group(&template).await;
+        }
         let channel = self.channels.get_mut(&channel_id).expect("channel exists");
         if channel.apply_template(&template, false).is_ok() {
             channel.remember_active_job(&template);
@@ -874,24 +1104,33 @@ impl Downstream {
     }
 }
 
+/// A frame as read, with its payload copied out of the decoder's buffer pool.
+///
+/// The codec's frames borrow memory of the reader's `BufferPool`, and dropping a `BufferPool`
+/// spins until every frame borrowed from it is gone. A frame handed to the connection task
+/// while the reader task ends (the peer sent a frame and hung up) made the reader spin on its
+/// worker thread, and the connection task woken to release that frame sat behind it on the same
+/// worker: the worker was lost for good. Copying (at most [`MAX_PAYLOAD`] bytes) keeps every
+/// borrow inside the reader task.
+struct InboundFrame {
+    header: Header,
+    payload: Vec<u8>,
+}
+
 async fn read_frames(
-    mut reader: NoiseTcpReadHalf,
-    frames: mpsc::Sender<Result<SerializedFrame, CloseReason>>,
+    mut reader: FrameReader,
+    frames: mpsc::Sender<Result<InboundFrame, CloseReason>>,
 ) {
     loop {
-        let frame = match reader.read_frame().await {
-            Ok(frame) if frame.header().payload_length() > MAX_PAYLOAD => {
-                Err(CloseReason::Protocol(format!(
-                    "frame of {} bytes exceeds the {MAX_PAYLOAD}-byte limit",
-                    frame.header().payload_length()
-                )))
-            }
-            Ok(frame) => Ok(frame),
-            Err(error) => Err(match error {
-                stratum_apps::network_helpers::Error::SocketClosed => CloseReason::PeerClosed,
-                other => CloseReason::Network(format!("{other:?}")),
-            }),
-        };
+        let frame = reader.read_frame().await.map(|mut frame| InboundFrame {
+            header: frame.header(),
+            payload: frame.payload().to_vec(),
+        });
+        let frame = frame.map_err(|error| match error {
+            TransportError::Closed => CloseReason::PeerClosed,
+            // Oversize or undecryptable frames are the peer's fault, not the network's.
+            other => CloseReason::Protocol(other.to_string()),
+        });
         let last = frame.is_err();
         if frames.send(frame).await.is_err() || last {
             return;

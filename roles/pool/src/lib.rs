@@ -7,6 +7,7 @@ pub mod downstream;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod noise;
 pub mod publisher;
 pub mod server;
 pub mod template;

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stratum_apps::network_helpers::accept_noise_connection;
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -53,7 +52,7 @@ pub struct Pool {
 
 impl Pool {
     pub async fn start(config: PoolConfig) -> Result<Self, PoolError> {
-        let rpc = chain::rpc_client(&config.bitcoind).await?;
+        let rpc = Arc::new(chain::BitcoindRpc::connect(&config.bitcoind).await?);
         let payout = chain::payout_script(&config.bitcoind.coinbase_address)?;
         let store = TemplateStore::default();
         let (feed, templates) = TemplateFeed::start(
@@ -186,17 +185,18 @@ async fn accept_loop(
         let authority = config.authority.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let noise = accept_noise_connection(
+            let noise = crate::noise::accept(
                 tcp,
                 authority.public_key,
                 authority.secret_key,
-                authority.cert_validity_secs,
+                Duration::from_secs(authority.cert_validity_secs),
+                crate::downstream::MAX_PAYLOAD,
             )
             .await;
-            let stream = match noise {
-                Ok(stream) => stream,
+            let (reader, writer) = match noise {
+                Ok(halves) => halves,
                 Err(error) => {
-                    tracing::warn!(%peer, ?error, "connection closed: Noise handshake failed");
+                    tracing::warn!(%peer, %error, "connection closed: Noise handshake failed");
                     return;
                 }
             };
@@ -205,7 +205,6 @@ async fn accept_loop(
                 .metrics
                 .connections_total
                 .fetch_add(1, Ordering::Relaxed);
-            let (reader, writer) = stream.into_split();
             let reason = Downstream::new(context.clone(), peer.to_string(), writer)
                 .run(reader, shutdown)
                 .await;

@@ -16,6 +16,19 @@ use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use tempfile::TempDir;
 
+#[path = "pool_e2e/bitcoind_restart.rs"]
+mod bitcoind_restart;
+#[path = "pool_e2e/extended_work.rs"]
+mod extended_work;
+#[path = "pool_e2e/group_channels.rs"]
+mod group_channels;
+#[path = "pool_e2e/hostile_frames.rs"]
+mod hostile_frames;
+#[path = "pool_e2e/oversize.rs"]
+mod oversize;
+#[path = "pool_e2e/version_rolling.rs"]
+mod version_rolling;
+
 const KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
 
 struct Stack {

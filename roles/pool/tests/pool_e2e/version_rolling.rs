@@ -1,0 +1,234 @@
+//! Version rolling (BIP320 general-purpose bits) on standard and extended channels.
+
+use bitcoincore_rpc::RpcApi;
+use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use stratum_apps::stratum_core::binary_sv2::Str0255Owned;
+use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
+use stratum_apps::stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_apps::stratum_core::mining_sv2::{
+    OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
+    SubmitSharesExtendedOwned,
+};
+use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, MiningOwned};
+
+use super::extended_work::ExtendedTracker;
+use super::*;
+
+/// BIP320's general-purpose version bits: what ASICs roll.
+const BIP320_MASK: u32 = 0x1fffe000;
+/// SetupConnection flag (spec 5.3.1): the device needs version rolling.
+const REQUIRES_VERSION_ROLLING: u32 = 1 << 2;
+/// SetupConnection.Success flag (spec 5.3.2): the pool forbids changing the version.
+const REQUIRES_FIXED_VERSION: u32 = 1;
+
+/// A connection set up with `flags`; returns the pool's SetupConnection.Success flags.
+pub(super) async fn connect_with_flags(stack: &Stack, flags: u32) -> (PoolConnection, u32) {
+    let authority = PoolConfig::default().authority.public_key;
+    let mut connection =
+        PoolConnection::connect(&stack.pool.sv2_address().to_string(), Some(authority))
+            .await
+            .unwrap();
+    let text = |value: &str| Str0255Owned::try_from(value.to_owned()).unwrap();
+    connection
+        .send(AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
+                protocol: Protocol::MiningProtocol,
+                min_version: 2,
+                max_version: 2,
+                flags,
+                endpoint_host: text(""),
+                endpoint_port: 0,
+                vendor: text("test"),
+                hardware_version: text(""),
+                firmware: text(""),
+                device_id: text(""),
+            }),
+        ))
+        .await
+        .unwrap();
+    match connection.recv().await.unwrap() {
+        AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(success)) => {
+            (connection, success.flags)
+        }
+        other => panic!("expected SetupConnection.Success, got {other:?}"),
+    }
+}
+
+/// Sends an extended share; returns the pool's answer to it (skipping job updates).
+async fn submit_extended(
+    connection: &mut PoolConnection,
+    share: SubmitSharesExtendedOwned,
+) -> MiningOwned {
+    connection
+        .send_mining(MiningOwned::SubmitSharesExtended(share))
+        .await
+        .unwrap();
+    loop {
+        match connection.recv().await.unwrap() {
+            AnyMessageOwned::Mining(
+                reply @ (MiningOwned::SubmitSharesSuccess(_) | MiningOwned::SubmitSharesError(_)),
+            ) => return reply,
+            _ => continue,
+        }
+    }
+}
+
+/// Waits until bitcoind's tip is a block the pool submitted, and returns its header version.
+async fn tip_version_after(stack: &Stack, height: u64) -> u32 {
+    wait_for("the block at bitcoind", || {
+        stack.node.rpc().get_block_count().unwrap() > height
+    })
+    .await;
+    let tip = stack.node.rpc().get_best_block_hash().unwrap();
+    stack
+        .node
+        .rpc()
+        .get_block_header(&tip)
+        .unwrap()
+        .version
+        .to_consensus() as u32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_channels_roll_bip320_bits_and_nothing_else() {
+    let stack = Stack::start("pool-vr-standard").await;
+    let (mut connection, flags) =
+        connect_with_flags(&stack, REQUIRES_STANDARD_JOBS | REQUIRES_VERSION_ROLLING).await;
+    assert_eq!(
+        flags & REQUIRES_FIXED_VERSION,
+        0,
+        "a pool that allows version rolling must not answer REQUIRES_FIXED_VERSION"
+    );
+    // Easier than regtest's network target, so a share need not be a block.
+    let opened = connection
+        .open_standard(1, KEY, 0.01)
+        .await
+        .unwrap()
+        .expect("the channel opens");
+    let mut miner = Miner {
+        connection,
+        jobs: JobTracker::new(
+            opened.channel_id,
+            Target::from_le_bytes(opened.target.to_array()),
+        ),
+        sequence: 0,
+    };
+    miner.wait_for_work().await;
+    let mut rolled = miner.jobs.work().unwrap().clone();
+    rolled.version |= BIP320_MASK;
+    assert_ne!(rolled.version, miner.jobs.work().unwrap().version);
+    let network = Target::from_compact(CompactTarget::from_consensus(rolled.nbits));
+
+    // A share with every BIP320 bit rolled is a share like any other.
+    let nonce = find_nonce(|nonce| {
+        rolled.meets_target(nonce) && !network.is_met_by(rolled.header(nonce).block_hash())
+    });
+    let (reply, _) = miner.submit(rolled.share(0, nonce)).await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+
+    // A version bit outside the rollable mask (bit 0, then the top version bit 29) is refused
+    // before its hash is even considered.
+    for (sequence, outside) in [(1, 1u32), (2, 1 << 29)] {
+        let mut bad = rolled.clone();
+        bad.version ^= outside;
+        let (reply, _) = miner.submit(bad.share(sequence, nonce)).await;
+        assert_eq!(error_code(&reply), "invalid-non-rollable-version-bit");
+    }
+
+    // A block found with rolled bits carries them: bitcoind accepts the header as mined.
+    let height = stack.node.rpc().get_block_count().unwrap();
+    let block_nonce = find_nonce(|nonce| network.is_met_by(rolled.header(nonce).block_hash()));
+    let (reply, _) = miner.submit(rolled.share(3, block_nonce)).await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+    assert_eq!(tip_version_after(&stack, height).await, rolled.version);
+    assert_eq!(
+        stack
+            .pool
+            .metrics()
+            .blocks_found
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    stack.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_channels_roll_bip320_bits_and_nothing_else() {
+    let stack = Stack::start("pool-vr-extended").await;
+    let (mut connection, flags) = connect_with_flags(&stack, REQUIRES_VERSION_ROLLING).await;
+    assert_eq!(flags & REQUIRES_FIXED_VERSION, 0);
+    connection
+        .send_mining(MiningOwned::OpenExtendedMiningChannel(
+            OpenExtendedMiningChannelOwned {
+                request_id: 1,
+                user_identity: KEY.to_owned().try_into().unwrap(),
+                nominal_hash_rate: 0.01,
+                max_target: [0xff; 32].into(),
+                min_extranonce_size: 4,
+            },
+        ))
+        .await
+        .unwrap();
+    let opened: OpenExtendedMiningChannelSuccessOwned = match connection.recv().await.unwrap() {
+        AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(success)) => success,
+        other => panic!("expected OpenExtendedMiningChannel.Success, got {other:?}"),
+    };
+    let channel_id = opened.channel_id;
+    let target = Target::from_le_bytes(opened.target.to_array());
+    let extranonce: Vec<u8> = vec![7; opened.extranonce_size as usize];
+    let full_extranonce = [opened.extranonce_prefix.as_bytes(), &extranonce[..]].concat();
+    let mut tracker = ExtendedTracker::new(channel_id);
+    while tracker.work().is_none() {
+        let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() else {
+            panic!("a mining message");
+        };
+        tracker.on_message(&message);
+    }
+    let work = tracker.work().unwrap().clone();
+    assert!(
+        work.job.version_rolling_allowed,
+        "extended jobs allow version rolling"
+    );
+    let version = work.job.version | BIP320_MASK;
+    let network = work.network_target();
+    let header = |version: u32, nonce: u32| work.header(&full_extranonce, version, nonce);
+    let share = |sequence_number: u32, version: u32, nonce: u32| SubmitSharesExtendedOwned {
+        channel_id,
+        sequence_number,
+        job_id: work.job.job_id,
+        nonce,
+        ntime: work.ntime,
+        version,
+        extranonce: extranonce.clone().try_into().unwrap(),
+    };
+    let nonce = find_nonce(|nonce| {
+        let hash = header(version, nonce).block_hash();
+        target.is_met_by(hash) && !network.is_met_by(hash)
+    });
+    let reply = submit_extended(&mut connection, share(0, version, nonce)).await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+    for (sequence, outside) in [(1, 1u32), (2, 1 << 29)] {
+        let reply =
+            submit_extended(&mut connection, share(sequence, version ^ outside, nonce)).await;
+        assert_eq!(error_code(&reply), "invalid-non-rollable-version-bit");
+    }
+
+    let height = stack.node.rpc().get_block_count().unwrap();
+    let block_nonce = find_nonce(|nonce| network.is_met_by(header(version, nonce).block_hash()));
+    let reply = submit_extended(&mut connection, share(3, version, block_nonce)).await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+    assert_eq!(tip_version_after(&stack, height).await, version);
+    stack.pool.shutdown().await;
+}
