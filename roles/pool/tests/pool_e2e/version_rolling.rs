@@ -1,4 +1,5 @@
-//! Version rolling (BIP320 general-purpose bits) on standard and extended channels.
+//! Version rolling: BIP320 general-purpose bits (and BIP323's, which channels_sv2 allows too) on
+//! standard and extended channels; any other version bit is refused.
 
 use bitcoincore_rpc::RpcApi;
 use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
@@ -129,19 +130,32 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
         "{reply:?}"
     );
 
+    // The pool uses channels_sv2's mask, 0x1fffffe0: BIP320's bits 13-28 plus BIP323's 5-12,
+    // also general purpose. A share rolling bit 5 is accepted as well.
+    let mut bip323 = rolled.clone();
+    bip323.version |= 1 << 5;
+    let bip323_nonce = find_nonce(|nonce| {
+        bip323.meets_target(nonce) && !network.is_met_by(bip323.header(nonce).block_hash())
+    });
+    let (reply, _) = miner.submit(bip323.share(1, bip323_nonce)).await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+
     // A version bit outside the rollable mask (bit 0, then the top version bit 29) is refused
     // before its hash is even considered.
     for (sequence, outside) in [(1, 1u32), (2, 1 << 29)] {
         let mut bad = rolled.clone();
         bad.version ^= outside;
-        let (reply, _) = miner.submit(bad.share(sequence, nonce)).await;
+        let (reply, _) = miner.submit(bad.share(sequence + 1, nonce)).await;
         assert_eq!(error_code(&reply), "invalid-non-rollable-version-bit");
     }
 
     // A block found with rolled bits carries them: bitcoind accepts the header as mined.
     let height = stack.node.rpc().get_block_count().unwrap();
     let block_nonce = find_nonce(|nonce| network.is_met_by(rolled.header(nonce).block_hash()));
-    let (reply, _) = miner.submit(rolled.share(3, block_nonce)).await;
+    let (reply, _) = miner.submit(rolled.share(4, block_nonce)).await;
     assert!(
         matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
         "{reply:?}"
