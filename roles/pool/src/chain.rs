@@ -247,10 +247,21 @@ fn follow_tip(
 const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(60);
 const SUBMIT_RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// Hands a found block to bitcoind; returns whether it was accepted. A block is worth a whole
-/// block reward, so while bitcoind cannot be reached the submission is retried for
-/// [`SUBMIT_RETRY_FOR`].
-pub async fn submit_block(rpc: Arc<BitcoindRpc>, block: Block) -> bool {
+/// What bitcoind made of a found block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Valid, and it extended the best chain.
+    Accepted,
+    /// Valid, but a block at the same height got there first (`inconclusive`): it is not on
+    /// the best chain. Common on regtest, where nearly every share is a block.
+    Stale,
+    /// Invalid, or never delivered.
+    Rejected,
+}
+
+/// Hands a found block to bitcoind. A block is worth a whole block reward, so while bitcoind
+/// cannot be reached the submission is retried for [`SUBMIT_RETRY_FOR`].
+pub async fn submit_block(rpc: Arc<BitcoindRpc>, block: Block) -> BlockOutcome {
     let hash = block.block_hash();
     let height = block.bip34_block_height().unwrap_or_default();
     let hex = stratum_apps::stratum_core::bitcoin::consensus::encode::serialize_hex(&block);
@@ -265,16 +276,20 @@ pub async fn submit_block(rpc: Arc<BitcoindRpc>, block: Block) -> bool {
         match result {
             Ok(Ok(None)) => {
                 tracing::info!(%hash, height, "BLOCK FOUND and accepted by bitcoind");
-                return true;
+                return BlockOutcome::Accepted;
             }
             // A retry after a lost reply finds the block already there.
             Ok(Ok(Some(reason))) if reason == "duplicate" && retried => {
                 tracing::info!(%hash, height, "BLOCK FOUND; bitcoind already had it");
-                return true;
+                return BlockOutcome::Accepted;
+            }
+            Ok(Ok(Some(reason))) if reason == "inconclusive" => {
+                tracing::warn!(%hash, height, "block valid but stale: another block at this height came first");
+                return BlockOutcome::Stale;
             }
             Ok(Ok(Some(reason))) => {
                 tracing::error!(%hash, height, %reason, "block refused by bitcoind");
-                return false;
+                return BlockOutcome::Rejected;
             }
             Ok(Err(error))
                 if is_transport_failure(&error) && started.elapsed() < SUBMIT_RETRY_FOR =>
@@ -285,11 +300,11 @@ pub async fn submit_block(rpc: Arc<BitcoindRpc>, block: Block) -> bool {
             }
             Ok(Err(error)) => {
                 tracing::error!(%hash, height, %error, "submitblock failed");
-                return false;
+                return BlockOutcome::Rejected;
             }
             Err(error) => {
                 tracing::error!(%hash, %error, "submitblock task failed");
-                return false;
+                return BlockOutcome::Rejected;
             }
         }
     }

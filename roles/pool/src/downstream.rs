@@ -41,7 +41,7 @@ use stratum_apps::stratum_core::parsers_sv2::{
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::chain::{submit_block, BitcoindRpc, TemplateStore};
+use crate::chain::{submit_block, BitcoindRpc, BlockOutcome, TemplateStore};
 use crate::metrics::PoolMetrics;
 use crate::noise::{FrameReader, FrameWriter, TransportError};
 use crate::publisher::QuoteSender;
@@ -987,10 +987,10 @@ impl Downstream {
         let rpc = self.context.rpc.clone();
         let metrics = self.context.metrics.clone();
         tokio::spawn(async move {
-            let counter = if submit_block(rpc, block).await {
-                &metrics.blocks_found
-            } else {
-                &metrics.blocks_rejected
+            let counter = match submit_block(rpc, block).await {
+                BlockOutcome::Accepted => &metrics.blocks_found,
+                BlockOutcome::Stale => &metrics.blocks_stale,
+                BlockOutcome::Rejected => &metrics.blocks_rejected,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         });

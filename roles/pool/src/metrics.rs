@@ -21,6 +21,8 @@ pub struct PoolMetrics {
     pub shares_accepted: AtomicU64,
     pub blocks_found: AtomicU64,
     pub blocks_rejected: AtomicU64,
+    /// Valid blocks that lost the race for their height.
+    pub blocks_stale: AtomicU64,
     pub work_credited: AtomicU64,
     rejected: Mutex<BTreeMap<String, u64>>,
     miners: Mutex<BTreeMap<String, MinerWork>>,
@@ -180,6 +182,12 @@ impl PoolMetrics {
             "counter",
             "Blocks found but refused by bitcoind.",
             self.blocks_rejected.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            "hashpool_pool_blocks_stale_total",
+            "counter",
+            "Blocks found valid but not on the best chain (another block at the height came first).",
+            self.blocks_stale.load(Ordering::Relaxed).to_string(),
         );
         metric(
             "hashpool_pool_quotes_published_total",
