@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 
 /// SetupConnection flag: this device wants standard jobs (header-only mining).
 pub const REQUIRES_STANDARD_JOBS: u32 = 1;
+/// SetupConnection.Success flag (mining protocol): the pool does not accept rolled versions.
+pub const REQUIRES_FIXED_VERSION: u32 = 1;
 const SV2_VERSION: u16 = 2;
 
 #[derive(Debug, Error)]
@@ -83,8 +85,9 @@ impl PoolConnection {
         (self.reader, self.writer)
     }
 
-    /// SetupConnection for the mining protocol; `flags` as in the spec.
-    pub async fn setup(&mut self, flags: u32) -> Result<(), ConnectionError> {
+    /// SetupConnection for the mining protocol; `flags` as in the spec. Returns the flags of the
+    /// pool's SetupConnection.Success (bit 0: the pool requires a fixed version).
+    pub async fn setup(&mut self, flags: u32) -> Result<u32, ConnectionError> {
         let text = |value: &str| Str0255Owned::try_from(value.to_owned()).expect("short text");
         let setup = SetupConnectionOwned {
             protocol: Protocol::MiningProtocol,
@@ -103,7 +106,9 @@ impl PoolConnection {
         ))
         .await?;
         match self.recv().await? {
-            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(_)) => Ok(()),
+            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(success)) => {
+                Ok(success.flags)
+            }
             AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(error)) => Err(
                 ConnectionError::SetupRefused(error.error_code.as_utf8_or_hex()),
             ),

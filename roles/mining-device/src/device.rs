@@ -9,7 +9,10 @@ use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use tokio::sync::{mpsc, watch};
 
-use crate::{ConnectionError, JobTracker, PoolConnection, Work, REQUIRES_STANDARD_JOBS};
+use crate::{
+    rolled_version, ConnectionError, JobTracker, PoolConnection, Work, REQUIRES_FIXED_VERSION,
+    REQUIRES_STANDARD_JOBS,
+};
 
 /// Nonces a thread hashes before it looks for new work.
 const CHUNK: u32 = 1 << 16;
@@ -89,7 +92,8 @@ pub async fn run_device(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DeviceError> {
     let mut connection = PoolConnection::connect(&config.pool_address, config.authority).await?;
-    connection.setup(REQUIRES_STANDARD_JOBS).await?;
+    let pool_flags = connection.setup(REQUIRES_STANDARD_JOBS).await?;
+    let version_rolling = pool_flags & REQUIRES_FIXED_VERSION == 0;
     let opened = connection
         .open_standard(1, &config.identity, config.nominal_hashrate)
         .await?
@@ -124,7 +128,12 @@ pub async fn run_device(
                 found_tx.clone(),
                 stats.clone(),
             );
-            std::thread::spawn(move || hash_loop(index, threads, &shared, &stop, &found_tx, &stats))
+            let lane = Lane {
+                index,
+                threads,
+                version_rolling,
+            };
+            std::thread::spawn(move || hash_loop(lane, &shared, &stop, &found_tx, &stats))
         })
         .collect();
 
@@ -176,11 +185,20 @@ pub async fn run_device(
     result
 }
 
-/// Hashes the current work: thread `index` of `threads` takes every `threads`-th chunk of the
-/// nonce space, and moves ntime on when its part is exhausted.
-fn hash_loop(
+/// One hashing thread's part of the search.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
     index: usize,
     threads: usize,
+    /// Whether the pool accepts rolled versions (BIP320).
+    version_rolling: bool,
+}
+
+/// Hashes the current work: thread `index` of `threads` takes every `threads`-th chunk of the
+/// nonce space; when its part is spent it rolls the version (BIP320), and only once those
+/// combinations are spent too (or the pool wants a fixed version) moves ntime on.
+fn hash_loop(
+    lane: Lane,
     shared: &SharedWork,
     stop: &AtomicBool,
     found: &mpsc::Sender<(u64, Work, u32)>,
@@ -188,6 +206,8 @@ fn hash_loop(
 ) {
     let mut current: Option<(u64, Work)> = None;
     let mut cursor = 0u64;
+    let mut job_version = 0;
+    let mut version_step = 0u16;
     while !stop.load(Ordering::Relaxed) {
         let latest = shared.work.lock().expect("work lock").clone();
         match (&current, latest) {
@@ -198,19 +218,28 @@ fn hash_loop(
             (Some((generation, _)), Some((latest_generation, _)))
                 if *generation == latest_generation => {}
             (_, Some(latest)) => {
+                job_version = latest.1.version;
+                version_step = 0;
                 current = Some(latest);
-                cursor = index as u64;
+                cursor = lane.index as u64;
             }
         }
         let (generation, work) = current.as_mut().expect("set above");
         if cursor * u64::from(CHUNK) > u64::from(u32::MAX) {
-            // This thread's share of the nonces is spent: a second later, new hashes.
-            work.ntime += 1;
-            cursor = index as u64;
+            // This thread's share of the nonces is spent: new header bits, new hashes.
+            if lane.version_rolling && version_step < u16::MAX {
+                version_step += 1;
+                work.version = rolled_version(job_version, version_step);
+            } else {
+                version_step = 0;
+                work.version = job_version;
+                work.ntime += 1;
+            }
+            cursor = lane.index as u64;
         }
         let start = cursor * u64::from(CHUNK);
         let end = start + u64::from(CHUNK);
-        cursor += threads as u64;
+        cursor += lane.threads as u64;
         // Every share in the chunk is submitted, not just the first.
         let mut from = start;
         while from < end {

@@ -6,6 +6,15 @@ use stratum_apps::stratum_core::bitcoin::{BlockHash, CompactTarget, Target, TxMe
 use stratum_apps::stratum_core::mining_sv2::{NewMiningJobOwned, SubmitSharesStandard};
 use stratum_apps::stratum_core::parsers_sv2::MiningOwned;
 
+/// The version bits a miner may roll (BIP320).
+pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
+
+/// The job's `version` with the BIP320 bits set to the `step`-th combination: bits outside the
+/// mask are kept, and the 65536 steps (0 is the job's own version) are all distinct.
+pub fn rolled_version(version: u32, step: u16) -> u32 {
+    version ^ ((u32::from(step) << VERSION_ROLLING_MASK.trailing_zeros()) & VERSION_ROLLING_MASK)
+}
+
 /// What there is to hash right now on one standard channel.
 #[derive(Debug, Clone)]
 pub struct Work {
@@ -140,6 +149,28 @@ impl JobTracker {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn rolled_versions_stay_in_the_bip320_mask_and_never_repeat() {
+        let job_version = 0x2000_0004;
+        assert_eq!(rolled_version(job_version, 0), job_version);
+        let mut seen = HashSet::new();
+        for step in 0..=u16::MAX {
+            let version = rolled_version(job_version, step);
+            assert_eq!(
+                version & !VERSION_ROLLING_MASK,
+                job_version & !VERSION_ROLLING_MASK
+            );
+            assert!(seen.insert(version), "step {step} repeats a version");
         }
     }
 }
