@@ -42,6 +42,38 @@ impl Default for PoolConfig {
     }
 }
 
+impl PoolConfig {
+    /// A pool on ephemeral 127.0.0.1 ports against a regtest bitcoind (cookie auth), paying
+    /// `coinbase_address`, publishing to `stream`, with its logs and journal under `data_dir`
+    /// and templates polled every 50 ms: the pool tests and tools start in-process.
+    pub fn ephemeral(
+        data_dir: &std::path::Path,
+        rpc_url: String,
+        cookie_file: PathBuf,
+        coinbase_address: String,
+        stream: String,
+    ) -> Self {
+        Self {
+            listen_address: "127.0.0.1:0".parse().expect("a socket address"),
+            http_address: "127.0.0.1:0".parse().expect("a socket address"),
+            log_dir: data_dir.join("logs"),
+            bitcoind: BitcoindConfig {
+                rpc_url,
+                cookie_file: Some(cookie_file),
+                coinbase_address,
+                template_poll_ms: 50,
+                ..BitcoindConfig::default()
+            },
+            redis: RedisConfig {
+                stream,
+                journal_path: data_dir.join("journal.jsonl"),
+                ..RedisConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// The Noise authority keypair and the lifetime of the certificates signed with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bitcoincore_rpc::RpcApi;
 use ehash::{credited_work, QuoteMessage, Release, UpdateQuote};
 use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
-use hashpool_pool::config::{BitcoindConfig, RedisConfig};
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
 use redis::AsyncCommands;
@@ -51,26 +50,15 @@ impl Stack {
         node.mine(101).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let stream = format!("{}quotes", unique_redis_prefix(test));
-        let config = PoolConfig {
-            listen_address: "127.0.0.1:0".parse().unwrap(),
-            http_address: "127.0.0.1:0".parse().unwrap(),
-            log_dir: dir.path().join("logs"),
-            bitcoind: BitcoindConfig {
-                rpc_url: node.rpc_url(),
-                cookie_file: Some(node.cookie_file()),
-                coinbase_address: regtest_address().to_string(),
-                template_poll_ms: 50,
-                ..BitcoindConfig::default()
-            },
-            redis: RedisConfig {
-                url: redis_url.to_owned(),
-                stream: stream.clone(),
-                journal_path: dir.path().join("journal.jsonl"),
-                publisher_id: Some(test.to_owned()),
-                ..RedisConfig::default()
-            },
-            ..PoolConfig::default()
-        };
+        let mut config = PoolConfig::ephemeral(
+            dir.path(),
+            node.rpc_url(),
+            node.cookie_file(),
+            regtest_address().to_string(),
+            stream.clone(),
+        );
+        config.redis.url = redis_url.to_owned();
+        config.redis.publisher_id = Some(test.to_owned());
         let pool = Pool::start(config).await.expect("the pool starts");
         Self {
             node,

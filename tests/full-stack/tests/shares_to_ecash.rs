@@ -14,7 +14,6 @@ use cdk::Amount;
 use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
 use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
-use hashpool_pool::config::{BitcoindConfig, RedisConfig};
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
 use stratum_apps::stratum_core::bitcoin::Target;
@@ -29,24 +28,13 @@ async fn wallet_mints_exactly_the_credited_work_of_accepted_shares() {
     let dir = tempfile::tempdir().unwrap();
     let stream = format!("{}quotes", unique_redis_prefix("full-stack"));
 
-    let pool = Pool::start(PoolConfig {
-        listen_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        bitcoind: BitcoindConfig {
-            rpc_url: node.rpc_url(),
-            cookie_file: Some(node.cookie_file()),
-            coinbase_address: regtest_address().to_string(),
-            template_poll_ms: 50,
-            ..BitcoindConfig::default()
-        },
-        redis: RedisConfig {
-            stream: stream.clone(),
-            journal_path: dir.path().join("journal.jsonl"),
-            publisher_id: Some("full-stack".into()),
-            ..RedisConfig::default()
-        },
-        ..PoolConfig::default()
-    })
+    let pool = Pool::start(PoolConfig::ephemeral(
+        dir.path(),
+        node.rpc_url(),
+        node.cookie_file(),
+        regtest_address().to_string(),
+        stream.clone(),
+    ))
     .await
     .unwrap();
     let mint = MintServer::start(MintConfig {

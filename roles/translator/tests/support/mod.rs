@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ehash::{CreateQuote, QuoteMessage};
-use hashpool_pool::config::{BitcoindConfig, RedisConfig};
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
 use hashpool_translator::config::{DownstreamConfig, UpstreamConfig};
@@ -60,26 +59,15 @@ impl Stack {
         node.mine(101).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let stream = format!("{}quotes", unique_redis_prefix(test));
-        let mut pool_config = PoolConfig {
-            listen_address: "127.0.0.1:0".parse().unwrap(),
-            http_address: "127.0.0.1:0".parse().unwrap(),
-            log_dir: dir.path().join("logs"),
-            bitcoind: BitcoindConfig {
-                rpc_url: node.rpc_url(),
-                cookie_file: Some(node.cookie_file()),
-                coinbase_address: regtest_address().to_string(),
-                template_poll_ms: 50,
-                ..BitcoindConfig::default()
-            },
-            redis: RedisConfig {
-                url: REDIS.to_owned(),
-                stream: stream.clone(),
-                journal_path: dir.path().join("journal.jsonl"),
-                publisher_id: Some(test.to_owned()),
-                ..RedisConfig::default()
-            },
-            ..PoolConfig::default()
-        };
+        let mut pool_config = PoolConfig::ephemeral(
+            dir.path(),
+            node.rpc_url(),
+            node.cookie_file(),
+            regtest_address().to_string(),
+            stream.clone(),
+        );
+        pool_config.redis.url = REDIS.to_owned();
+        pool_config.redis.publisher_id = Some(test.to_owned());
         let pool = Pool::start(pool_config.clone())
             .await
             .expect("the pool starts");
