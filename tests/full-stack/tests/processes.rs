@@ -41,22 +41,11 @@ impl Stack {
 
     /// Runs the wallet CLI on the wallet in `<dir>/<name>`; returns stdout, panics with stderr.
     fn wallet(&self, name: &str, args: &[&str]) -> String {
-        let output = Command::new(workspace_binary("wallet"))
-            .arg("--dir")
-            .arg(self.path(name))
-            .arg("--mint")
-            .arg(&self.mint_url)
-            .args(args)
-            .output()
-            .expect("the wallet runs");
-        assert!(
-            output.status.success(),
-            "wallet {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        self.try_wallet(name, args)
+            .unwrap_or_else(|stderr| panic!("wallet {args:?} failed: {stderr}"))
     }
 
+    /// Runs the wallet CLI; its stdout when it succeeds, its stderr when it fails.
     fn try_wallet(&self, name: &str, args: &[&str]) -> Result<String, String> {
         let output = Command::new(workspace_binary("wallet"))
             .arg("--dir")
