@@ -268,10 +268,7 @@ impl MinerWallet {
 
     /// Mints every PAID quote of this key, in NUT-29 batches.
     pub async fn mint_paid(&self) -> Result<MintReport, WalletError> {
-        let quotes = self
-            .quotes()
-            .await
-            .map_err(|error| self.reachability(error))?;
+        let quotes = self.quotes().await?;
         let mut report = MintReport {
             unpaid: quotes
                 .iter()

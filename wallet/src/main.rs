@@ -3,7 +3,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ehash::QuoteState;
 use hashpool_wallet::{MinerWallet, WalletDir, WalletError, WalletKeys};
 
 /// The hashpool miner's wallet: your locking key, your quotes, your ecash (unit: hash).
@@ -116,10 +115,7 @@ async fn main() -> anyhow::Result<()> {
             for quote in &quotes {
                 println!(
                     "{:<38} {:<7} {:>12} {:>12}",
-                    quote.quote,
-                    state_name(quote.state),
-                    quote.amount,
-                    quote.amount_issued
+                    quote.quote, quote.state, quote.amount, quote.amount_issued
                 );
             }
         }
@@ -195,12 +191,4 @@ async fn watch(wallet: &MinerWallet, interval: Duration) {
         }
     }
     tracing::info!("stopped");
-}
-
-fn state_name(state: QuoteState) -> &'static str {
-    match state {
-        QuoteState::Unpaid => "UNPAID",
-        QuoteState::Paid => "PAID",
-        QuoteState::Issued => "ISSUED",
-    }
 }

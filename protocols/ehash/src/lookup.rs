@@ -41,6 +41,16 @@ pub enum QuoteState {
     Issued,
 }
 
+impl std::fmt::Display for QuoteState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            QuoteState::Unpaid => "UNPAID",
+            QuoteState::Paid => "PAID",
+            QuoteState::Issued => "ISSUED",
+        })
+    }
+}
+
 /// One quote locked to the key, as the lookup lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuoteSummary {
@@ -94,6 +104,7 @@ mod tests {
             (QuoteState::Issued, "\"ISSUED\""),
         ] {
             assert_eq!(serde_json::to_string(&state).unwrap(), name);
+            assert_eq!(format!("\"{state}\""), name);
         }
     }
 }
