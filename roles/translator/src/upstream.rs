@@ -106,6 +106,25 @@ struct RegisteredMiner {
     channel_hashrate: f32,
 }
 
+impl RegisteredMiner {
+    /// A miner waiting for its channel.
+    fn new(
+        identity: String,
+        hashrate: f32,
+        min_extranonce_size: u16,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        Self {
+            identity,
+            hashrate,
+            min_extranonce_size,
+            events,
+            channel_id: None,
+            channel_hashrate: hashrate,
+        }
+    }
+}
+
 /// Why a connected session ended.
 enum SessionEnd {
     Shutdown,
@@ -278,14 +297,7 @@ impl Upstream {
                 let _ = events.send(Event::Queued);
                 self.miners.insert(
                     miner,
-                    RegisteredMiner {
-                        identity,
-                        hashrate,
-                        min_extranonce_size,
-                        events,
-                        channel_id: None,
-                        channel_hashrate: hashrate,
-                    },
+                    RegisteredMiner::new(identity, hashrate, min_extranonce_size, events),
                 );
             }
             Command::UpdateHashrate { miner, hashrate } => {
@@ -319,14 +331,7 @@ impl Upstream {
             } => {
                 self.miners.insert(
                     miner,
-                    RegisteredMiner {
-                        identity,
-                        hashrate,
-                        min_extranonce_size,
-                        events,
-                        channel_id: None,
-                        channel_hashrate: hashrate,
-                    },
+                    RegisteredMiner::new(identity, hashrate, min_extranonce_size, events),
                 );
                 if session.set_up {
                     self.open_channel(session, miner).await?;
