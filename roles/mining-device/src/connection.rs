@@ -15,6 +15,28 @@ use tokio::net::TcpStream;
 
 /// SetupConnection flag: this device wants standard jobs (header-only mining).
 pub const REQUIRES_STANDARD_JOBS: u32 = 1;
+/// Where the pool is and the key its Noise certificate must be signed with: the command-line
+/// flags every tool that connects to the pool takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PoolArgs {
+    /// Pool address.
+    #[arg(long = "pool", default_value = "127.0.0.1:34254")]
+    pub address: String,
+    /// The pool's Noise authority public key (base58); the regtest development key by default.
+    #[arg(
+        long,
+        default_value = "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W"
+    )]
+    pub authority_key: Secp256k1PublicKey,
+}
+
+impl PoolArgs {
+    /// Connects over Noise, checking the pool's certificate against the authority key.
+    pub async fn connect(&self) -> Result<PoolConnection, ConnectionError> {
+        PoolConnection::connect(&self.address, Some(self.authority_key)).await
+    }
+}
+
 /// SetupConnection.Success flag (mining protocol): the pool does not accept rolled versions.
 pub const REQUIRES_FIXED_VERSION: u32 = 1;
 const SV2_VERSION: u16 = 2;

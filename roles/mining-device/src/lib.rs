@@ -9,7 +9,7 @@ pub mod device;
 mod work;
 
 pub use connection::{
-    ConnectionError, OpenedChannel, PoolConnection, PoolReader, PoolWriter, REQUIRES_FIXED_VERSION,
-    REQUIRES_STANDARD_JOBS,
+    ConnectionError, OpenedChannel, PoolArgs, PoolConnection, PoolReader, PoolWriter,
+    REQUIRES_FIXED_VERSION, REQUIRES_STANDARD_JOBS,
 };
 pub use work::{rolled_version, JobTracker, Work, VERSION_ROLLING_MASK};

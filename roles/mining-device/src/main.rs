@@ -5,21 +5,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use hashpool_mining_device::device::{run_device_reconnecting, DeviceConfig, DeviceStats};
-use stratum_apps::key_utils::Secp256k1PublicKey;
+use hashpool_mining_device::PoolArgs;
 
 /// A CPU Stratum V2 miner for hashpool.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Pool address.
-    #[arg(long, default_value = "127.0.0.1:34254")]
-    pool: String,
-    /// The pool's Noise authority public key (base58); the regtest development key by default.
-    #[arg(
-        long,
-        default_value = "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W"
-    )]
-    authority_key: Secp256k1PublicKey,
+    #[command(flatten)]
+    pool: PoolArgs,
     /// Who gets paid: your locking public key (compressed, hex), optionally `.worker`.
     #[arg(long)]
     identity: String,
@@ -55,8 +48,8 @@ async fn main() -> anyhow::Result<()> {
             args.identity.clone()
         };
         let config = DeviceConfig {
-            pool_address: args.pool.clone(),
-            authority: Some(args.authority_key),
+            pool_address: args.pool.address.clone(),
+            authority: Some(args.pool.authority_key),
             identity,
             threads: args.threads,
             nominal_hashrate: args.nominal_hashrate,

@@ -6,20 +6,14 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
-use stratum_apps::key_utils::Secp256k1PublicKey;
+use hashpool_mining_device::{JobTracker, PoolArgs, PoolConnection, REQUIRES_STANDARD_JOBS};
 use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value = "127.0.0.1:34254")]
-    pool: String,
-    #[arg(
-        long,
-        default_value = "9cGwoULotsUiHExSTdxxGfQXhx1aRdk4GTC2YX2ZkdYUKxjZ31W"
-    )]
-    authority_key: Secp256k1PublicKey,
+    #[command(flatten)]
+    pool: PoolArgs,
     #[arg(
         long,
         default_value = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5"
@@ -50,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut ready = Vec::with_capacity(args.channels);
     for index in 0..args.channels {
-        let mut connection = PoolConnection::connect(&args.pool, Some(args.authority_key)).await?;
+        let mut connection = args.pool.connect().await?;
         connection.setup(REQUIRES_STANDARD_JOBS).await?;
         let opened = connection
             .open_standard(1, &format!("{}.load{index}", args.identity), 0.01)
