@@ -3,15 +3,18 @@
 
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoincore_rpc::RpcApi;
 use ehash::{credited_work, QuoteMessage, Release, UpdateQuote};
 use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use hashpool_pool::metrics::PoolMetrics;
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
 use redis::AsyncCommands;
 use stratum_apps::stratum_core::bitcoin::Target;
+use stratum_apps::stratum_core::mining_sv2::OpenStandardMiningChannelSuccessOwned;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use tempfile::TempDir;
 
@@ -41,6 +44,19 @@ struct Stack {
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
 impl Stack {
+    /// Waits until the pool has had bitcoind's answer to a found block, whatever it was.
+    async fn wait_for_block_submitted(&self) -> Arc<PoolMetrics> {
+        let metrics = self.pool.metrics().clone();
+        wait_for("the block submitted", || {
+            metrics.blocks_found.load(Ordering::Relaxed)
+                + metrics.blocks_stale.load(Ordering::Relaxed)
+                + metrics.blocks_rejected.load(Ordering::Relaxed)
+                > 0
+        })
+        .await;
+        metrics
+    }
+
     async fn start(test: &str) -> Self {
         Self::start_with_redis(test, SHARED_REDIS).await
     }
@@ -112,6 +128,14 @@ impl Miner {
             .await
             .unwrap()
             .expect("the channel opens");
+        Self::on_channel(connection, opened).await
+    }
+
+    /// Mines on the standard channel `opened` on `connection`, once its first job is in.
+    async fn on_channel(
+        connection: PoolConnection,
+        opened: OpenStandardMiningChannelSuccessOwned,
+    ) -> Self {
         let mut miner = Self {
             connection,
             jobs: JobTracker::new(

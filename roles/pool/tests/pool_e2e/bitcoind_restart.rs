@@ -41,13 +41,7 @@ async fn templates_resume_and_blocks_are_accepted_after_bitcoind_restarts() {
         matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
         "{reply:?}"
     );
-    let metrics = stack.pool.metrics().clone();
-    wait_for("the block submitted", || {
-        metrics.blocks_found.load(Ordering::Relaxed)
-            + metrics.blocks_rejected.load(Ordering::Relaxed)
-            > 0
-    })
-    .await;
+    let metrics = stack.wait_for_block_submitted().await;
     assert_eq!(metrics.blocks_rejected.load(Ordering::Relaxed), 0);
     assert_eq!(metrics.blocks_found.load(Ordering::Relaxed), 1);
     assert_eq!(stack.node.rpc().get_block_count().unwrap(), height + 1);

@@ -144,13 +144,7 @@ async fn two_standard_channels_mine_on_one_group_channel() {
     );
 
     // The block from the second channel: the group's coinbase with that channel's prefix.
-    let metrics = stack.pool.metrics().clone();
-    wait_for("the block submitted", || {
-        metrics.blocks_found.load(Ordering::Relaxed)
-            + metrics.blocks_rejected.load(Ordering::Relaxed)
-            > 0
-    })
-    .await;
+    let metrics = stack.wait_for_block_submitted().await;
     assert_eq!(metrics.blocks_found.load(Ordering::Relaxed), 1);
     assert_eq!(
         stack.node.rpc().get_best_block_hash().unwrap(),

@@ -2,7 +2,7 @@
 //! standard and extended channels; any other version bit is refused.
 
 use bitcoincore_rpc::RpcApi;
-use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use hashpool_mining_device::{PoolConnection, REQUIRES_STANDARD_JOBS};
 use stratum_apps::stratum_core::binary_sv2::Str0255Owned;
 use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
 use stratum_apps::stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
@@ -106,15 +106,7 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
         .await
         .unwrap()
         .expect("the channel opens");
-    let mut miner = Miner {
-        connection,
-        jobs: JobTracker::new(
-            opened.channel_id,
-            Target::from_le_bytes(opened.target.to_array()),
-        ),
-        sequence: 0,
-    };
-    miner.wait_for_work().await;
+    let mut miner = Miner::on_channel(connection, opened).await;
     let mut rolled = miner.jobs.work().unwrap().clone();
     rolled.version |= BIP320_MASK;
     assert_ne!(rolled.version, miner.jobs.work().unwrap().version);
