@@ -22,6 +22,7 @@ use crate::lookup::{
 use crate::metrics::MintMetrics;
 use crate::quotes::QuoteBook;
 use crate::MintError;
+use ehash::lookup::LOOKUP_PAGE_MAX;
 
 /// Error code for requests the mint cannot parse (bad JSON, wrong shape, oversized body). The
 /// NUTs define no code for this; 10000 sits before the proof-verification codes.
@@ -31,17 +32,17 @@ pub const MALFORMED_REQUEST: u16 = 10_000;
 /// lost the answer can send the same request again and get the same signatures.
 pub const RESPONSE_CACHE_SECS: u64 = 60;
 
-/// The endpoints whose responses cdk-axum caches (NUT-19), as advertised in the mint info.
+/// The endpoints whose cached responses (NUT-19) the mint advertises in its info.
+///
+/// cdk-axum caches the mint routes too, and a wallet's saga recovery replays a mint request and
+/// gets the cached answer whether or not it is advertised. They are not advertised because of
+/// what a cdk 0.18.3 wallet does with an advertised endpoint: after a dropped connection it
+/// re-sends the request in-process for the TTL, and if the mint restarted meanwhile (the cache
+/// is in memory) the answer is "quote already issued", which the wallet takes as a definitive
+/// refusal: it drops the request's record and the ecash the mint did issue is never restored.
+/// Unadvertised, a dropped mint request stays recorded and recovery restores it (NUT-09).
 pub fn cached_endpoints() -> Vec<CachedEndpoint> {
-    let batch = format!("/v1/mint/{}/batch", ehash::PAYMENT_METHOD);
-    vec![
-        CachedEndpoint::new(CachedMethod::Post, CachedPath::Swap),
-        CachedEndpoint::new(
-            CachedMethod::Post,
-            CachedPath::custom_mint(ehash::PAYMENT_METHOD),
-        ),
-        CachedEndpoint::new(CachedMethod::Post, CachedPath::Custom(batch)),
-    ]
+    vec![CachedEndpoint::new(CachedMethod::Post, CachedPath::Swap)]
 }
 
 /// The largest error body we read back when turning a framework rejection into a cashu error.
@@ -52,6 +53,7 @@ struct AppState {
     metrics: Arc<MintMetrics>,
     book: QuoteBook,
     lookups: Arc<LookupVerifier>,
+    max_body_bytes: usize,
 }
 
 /// cdk-axum's routes for unit `hash` and method `ehash`, plus the signed quote lookup,
@@ -74,6 +76,7 @@ pub async fn router(
         metrics: metrics.clone(),
         book,
         lookups: Arc::new(LookupVerifier::default()),
+        max_body_bytes,
     };
     let ours = Router::new()
         .route("/health", get(health))
@@ -114,10 +117,20 @@ async fn lookup_quotes(
             )
         }
     };
-    match state.book.quotes_for_key(&key).await {
-        Ok(quotes) => Json(QuoteLookupResponse {
+    let limit = request
+        .limit
+        .unwrap_or(LOOKUP_PAGE_MAX)
+        .clamp(1, LOOKUP_PAGE_MAX);
+    match state
+        .book
+        .quotes_for_key_page(&key, request.after.as_deref(), limit)
+        .await
+    {
+        Ok(page) => Json(QuoteLookupResponse {
             pubkey: key.to_string(),
-            quotes: quotes
+            next: page.next,
+            quotes: page
+                .quotes
                 .iter()
                 .map(|quote| QuoteSummary {
                     quote: quote.id.to_string(),
@@ -174,6 +187,9 @@ async fn cashu_errors(State(state): State<AppState>, request: Request, next: Nex
     let is_mint = request.method() == Method::POST
         && (request.uri().path() == mint_path
             || request.uri().path() == format!("{mint_path}/batch"));
+    let carries_outputs = is_mint
+        || (request.method() == Method::POST
+            && matches!(request.uri().path(), "/v1/swap" | "/v1/restore"));
     let response = next.run(request).await;
     if is_mint && response.status().is_success() {
         state.metrics.mint_requests.fetch_add(1, Ordering::Relaxed);
@@ -190,6 +206,20 @@ async fn cashu_errors(State(state): State<AppState>, request: Request, next: Nex
             status,
             ErrorCode::Unknown(50_000),
             "internal mint error; the request was not applied",
+        )
+    } else if status == StatusCode::PAYLOAD_TOO_LARGE && carries_outputs {
+        // The body of these requests is, apart from a few fields, arrays the mint bounds
+        // (quotes, outputs, inputs), so a body over the limit is "too many": code 11015, which a
+        // cdk wallet treats as a definitive refusal and, in saga recovery, as the signal to
+        // release the quotes it reserved. A code it does not know would leave them reserved.
+        cashu_error(
+            status,
+            ErrorCode::MaxOutputsExceeded,
+            format!(
+                "request body over the mint's limit of {} bytes: send fewer quotes or outputs \
+                 per request (max_batch_size in /v1/info fits the limit)",
+                state.max_body_bytes
+            ),
         )
     } else if status.is_client_error() && !is_json {
         let (parts, body) = response.into_parts();

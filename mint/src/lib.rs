@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod limits;
 pub mod lookup;
 pub mod metrics;
 pub mod quotes;
@@ -33,8 +34,6 @@ pub use quotes::QuoteBook;
 
 /// Denominations: every power of two up to 2^63, so any u64 amount of work can be minted.
 const DENOMINATION_BITS: u32 = 64;
-/// Quotes per NUT-29 batch mint: a miner holds one quote per share.
-const MAX_BATCH_SIZE: u64 = 1000;
 
 #[derive(Debug, Error)]
 pub enum MintError {
@@ -50,6 +49,8 @@ pub enum MintError {
     Store(#[from] cdk_database::Error),
     #[error("mint: {0}")]
     Cdk(#[from] cdk::Error),
+    #[error(transparent)]
+    Limits(#[from] limits::LimitsError),
     #[error("cannot build the cashu router: {0}")]
     Router(String),
     #[error(transparent)]
@@ -91,10 +92,9 @@ pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
     let mut builder = MintBuilder::new(store)
         .with_name(config.info.name.clone())
         .with_description(config.info.description.clone())
-        .with_batch_minting(
-            Some(MAX_BATCH_SIZE),
-            Some(vec![ehash::PAYMENT_METHOD.to_owned()]),
-        )
+        .with_limits(limits::MAX_OUTPUTS, limits::MAX_OUTPUTS)
+        // The size is set below, once the keyset (whose id is part of every output) exists.
+        .with_batch_minting(None, Some(vec![ehash::PAYMENT_METHOD.to_owned()]))
         // NUT-17: wallets may subscribe to their quotes' state and to proof states (no melts).
         .with_supported_websockets(SupportedMethods::new(
             method.clone(),
@@ -138,6 +138,20 @@ pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
     let mint = Arc::new(builder.build_with_seed(keys, &seed).await?);
     // cdk keeps the first run's info in its store; ours is the source of truth on every start.
     info.pubkey = mint.mint_info().await?.pubkey;
+    // NUT-29: a miner holds one quote per share, so batches are as large as the body limit
+    // allows for a worst-case request (see `limits`), never larger than what the mint accepts.
+    let keyset = mint
+        .get_active_keysets()
+        .get(&CurrencyUnit::custom(ehash::UNIT))
+        .copied()
+        .ok_or_else(|| MintError::Cdk(cdk::Error::NoActiveKeyset))?;
+    let max_batch = limits::BatchWireSize::measure(keyset).max_batch_size(config.max_body_bytes)?;
+    info.nuts.nut29.max_batch_size = Some(max_batch as u64);
+    tracing::info!(
+        max_batch,
+        max_body_bytes = config.max_body_bytes,
+        "NUT-29 batch size"
+    );
     mint.set_mint_info(info).await?;
     mint.start().await?;
     Ok(mint)

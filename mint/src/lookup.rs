@@ -94,6 +94,8 @@ mod tests {
                 .sign(lookup_message(&key, timestamp).as_bytes())
                 .unwrap()
                 .to_string(),
+            after: None,
+            limit: None,
         }
     }
 

@@ -267,8 +267,26 @@ async fn bad_http_input_gets_cashu_errors() {
     assert_eq!(status, 400, "{body}");
     assert!(body["code"].is_number(), "{body}");
 
+    // A body over the limit: on the routes that carry quotes and outputs it is "too many"
+    // (11015, which a cdk wallet takes as a definitive refusal and releases its quotes); on
+    // others it is malformed.
     let huge = format!("{{\"quote\":\"{}\"}}", "x".repeat(300 * 1024));
-    let (status, body) = http_request("POST", &format!("{base}/v1/mint/ehash"), Some(&huge)).await;
+    for route in [
+        "/v1/mint/ehash",
+        "/v1/mint/ehash/batch",
+        "/v1/restore",
+        "/v1/swap",
+    ] {
+        let (status, body) = http_request("POST", &format!("{base}{route}"), Some(&huge)).await;
+        assert_eq!(status, 413, "{route}: {body}");
+        assert_eq!(body["code"], 11015, "{route}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("max_batch_size"),
+            "{body}"
+        );
+    }
+    let (status, body) =
+        http_request("POST", &format!("{base}/v1/ehash/quotes"), Some(&huge)).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["code"], hashpool_mint::http::MALFORMED_REQUEST);
 
@@ -411,5 +429,60 @@ async fn epoch_payout_pays_each_quote_its_pro_rata_share_once() {
             "paid once: {body}"
         );
     }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_answers_in_pages_that_cover_every_quote_once() {
+    let mut harness = Harness::start("mint-lookup-pages").await;
+    let (secret, locking) = miner_key();
+    let creates: Vec<CreateQuote> = (0..7).map(|i| share(locking, 1 + i)).collect();
+    for create in &creates {
+        harness.push(&QuoteMessage::Create(create.clone())).await;
+    }
+    for create in &creates {
+        harness.wait_for_state(create.quote_id, "UNPAID").await;
+    }
+    let url = format!("{}/v1/ehash/quotes", harness.server().url());
+    let mut after: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let mut request: serde_json::Value =
+            serde_json::from_str(&signed_lookup(&secret, cdk::util::unix_time())).unwrap();
+        request["limit"] = 3.into();
+        if let Some(after) = &after {
+            request["after"] = after.clone().into();
+        }
+        let (status, body) = http_request("POST", &url, Some(&request.to_string())).await;
+        assert_eq!(status, 200, "{body}");
+        let page: Vec<String> = body["quotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|quote| quote["quote"].as_str().unwrap().to_owned())
+            .collect();
+        pages.push(page);
+        match body["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![3, 3, 1]);
+    let listed: Vec<String> = pages.concat();
+    let mut expected: Vec<String> = creates.iter().map(|c| c.quote_id.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "every quote once, in id order");
+
+    // Without page fields (an older wallet) the first page, at most LOOKUP_PAGE_MAX.
+    let (status, body) = http_request(
+        "POST",
+        &url,
+        Some(&signed_lookup(&secret, cdk::util::unix_time())),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quotes"].as_array().unwrap().len(), 7);
+    assert!(body.get("next").is_none(), "{body}");
     harness.stop().await;
 }

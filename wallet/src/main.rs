@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hashpool_wallet::{MinerWallet, WalletDir, WalletError, WalletKeys};
+use hashpool_wallet::{
+    BatchDone, MinerWallet, MintOptions, MintReport, WalletDir, WalletError, WalletKeys,
+};
 
 /// The hashpool miner's wallet: your locking key, your quotes, your ecash (unit: hash).
 #[derive(Parser)]
@@ -42,8 +44,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Mint every PAID quote.
-    Mint,
+    /// Mint every PAID quote (first finishing any mint an earlier run left unresolved).
+    Mint {
+        #[command(flatten)]
+        batches: BatchArgs,
+    },
     /// Unspent ecash.
     Balance,
     /// Take AMOUNT hash out as a cashu token (V4) to give to someone.
@@ -58,7 +63,29 @@ enum Command {
         /// Directory for logs/wallet.log.
         #[arg(long, default_value = "logs")]
         log_dir: PathBuf,
+        #[command(flatten)]
+        batches: BatchArgs,
     },
+}
+
+/// How `mint` and `watch` size their NUT-29 batches.
+#[derive(clap::Args)]
+struct BatchArgs {
+    /// Largest request body to send, in bytes (the mint's `max_body_bytes`).
+    #[arg(long, default_value_t = hashpool_wallet::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Quotes per batch instead of the mint's advertised size (for testing a mint's limits).
+    #[arg(long, hide = true)]
+    batch_size: Option<usize>,
+}
+
+impl BatchArgs {
+    fn options(&self) -> MintOptions {
+        MintOptions {
+            max_request_bytes: Some(self.max_request_bytes),
+            batch_size: self.batch_size,
+        }
+    }
 }
 
 #[tokio::main]
@@ -69,6 +96,16 @@ async fn main() -> anyhow::Result<()> {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = Args::parse();
+    if !matches!(args.command, Command::Watch { .. }) {
+        // One-shot commands: warnings (a refused batch, a recovery step) on stderr, stdout
+        // stays the answer. `watch` logs everything through hashpool-service instead.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let dir = WalletDir::new(&args.dir);
     match args.command {
         Command::Init { phrase, if_missing } => {
@@ -85,7 +122,9 @@ async fn main() -> anyhow::Result<()> {
             if phrase.is_some() {
                 let wallet = open(&dir, &args.mint).await?;
                 let restored = wallet.restore().await?;
-                let minted = wallet.mint_paid().await?;
+                let minted = wallet
+                    .mint_paid_with(MintOptions::default(), print_progress)
+                    .await?;
                 eprintln!(
                     "restored {restored} hash of ecash; minted {} hash from {} waiting quotes",
                     minted.amount, minted.quotes
@@ -97,31 +136,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Pubkey => println!("{}", WalletKeys::load(&dir)?.pubkey()),
         Command::Quotes { json } => {
             let wallet = open(&dir, &args.mint).await?;
-            let quotes = wallet.quotes().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&quotes)?);
-                return Ok(());
-            }
-            if quotes.is_empty() {
-                eprintln!(
-                    "no quotes for {} yet: mine with it as your identity",
-                    wallet.pubkey()
-                );
-            }
-            println!(
-                "{:<38} {:<7} {:>12} {:>12}",
-                "QUOTE", "STATE", "AMOUNT", "ISSUED"
-            );
-            for quote in &quotes {
-                println!(
-                    "{:<38} {:<7} {:>12} {:>12}",
-                    quote.quote, quote.state, quote.amount, quote.amount_issued
-                );
-            }
+            list_quotes(&wallet, json).await?;
+            explain_waiting(&wallet, None).await?;
         }
-        Command::Mint => {
+        Command::Mint { batches } => {
             let wallet = open(&dir, &args.mint).await?;
-            let report = wallet.mint_paid().await?;
+            let report = wallet
+                .mint_paid_with(batches.options(), print_progress)
+                .await?;
+            explain_recovery(&report);
             println!(
                 "minted {} hash from {} quotes; {} quotes not yet PAID; balance {} hash",
                 report.amount,
@@ -133,6 +156,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Balance => {
             let wallet = open(&dir, &args.mint).await?;
             println!("{} hash", wallet.balance().await?);
+            // What is waiting goes to stderr: stdout stays the one figure scripts read.
+            match wallet.waiting().await {
+                Ok(waiting) => explain_waiting(&wallet, Some(waiting)).await?,
+                Err(error) => eprintln!("(cannot ask the mint what is waiting: {error})"),
+            }
         }
         Command::Send { amount } => {
             let wallet = open(&dir, &args.mint).await?;
@@ -146,10 +174,19 @@ async fn main() -> anyhow::Result<()> {
                 wallet.balance().await?
             );
         }
-        Command::Watch { interval, log_dir } => {
+        Command::Watch {
+            interval,
+            log_dir,
+            batches,
+        } => {
             let _log = hashpool_service::init_logging("wallet", &log_dir)?;
             let wallet = open(&dir, &args.mint).await?;
-            watch(&wallet, Duration::from_secs(interval.max(1))).await;
+            watch(
+                &wallet,
+                Duration::from_secs(interval.max(1)),
+                batches.options(),
+            )
+            .await;
         }
     }
     Ok(())
@@ -161,8 +198,95 @@ async fn open(dir: &WalletDir, mint: &str) -> anyhow::Result<MinerWallet> {
         .with_context(|| format!("opening the wallet in {}", dir.path().display()))
 }
 
+/// One line per minted batch, on stderr (stdout carries the final report).
+fn print_progress(batch: &BatchDone) {
+    eprintln!(
+        "minted a batch of {} quotes: {} hash ({} quotes, {} hash so far)",
+        batch.quotes, batch.amount, batch.total_quotes, batch.total_amount
+    );
+}
+
+fn explain_recovery(report: &MintReport) {
+    let recovery = report.recovery;
+    if recovery.recovered + recovery.released > 0 {
+        eprintln!(
+            "finished {} interrupted mint requests (ecash recovered from the mint) and released \
+             the quotes of {} the mint never applied",
+            recovery.recovered, recovery.released
+        );
+    }
+    if recovery.unresolved > 0 {
+        eprintln!(
+            "{} interrupted mint requests are still unresolved; their quotes wait for the next run",
+            recovery.unresolved
+        );
+    }
+}
+
+/// Prints the quotes page by page as the mint answers them, never all at once.
+async fn list_quotes(wallet: &MinerWallet, json: bool) -> anyhow::Result<()> {
+    let mut pages = wallet.quote_pages();
+    let mut first = true;
+    if json {
+        print!("[");
+    } else {
+        println!(
+            "{:<38} {:<7} {:>12} {:>12}",
+            "QUOTE", "STATE", "AMOUNT", "ISSUED"
+        );
+    }
+    while let Some(page) = pages.next_page().await? {
+        for quote in &page {
+            if json {
+                let separator = if first { "\n" } else { ",\n" };
+                print!("{separator}{}", serde_json::to_string(quote)?);
+            } else {
+                println!(
+                    "{:<38} {:<7} {:>12} {:>12}",
+                    quote.quote, quote.state, quote.amount, quote.amount_issued
+                );
+            }
+            first = false;
+        }
+    }
+    if json {
+        println!("\n]");
+    }
+    if first {
+        eprintln!(
+            "no quotes for {} yet: mine with it as your identity",
+            wallet.pubkey()
+        );
+    }
+    Ok(())
+}
+
+/// What is waiting at the mint and what is mid-recovery, on stderr.
+async fn explain_waiting(
+    wallet: &MinerWallet,
+    waiting: Option<hashpool_wallet::Waiting>,
+) -> anyhow::Result<()> {
+    let waiting = match waiting {
+        Some(waiting) => waiting,
+        None => wallet.waiting().await?,
+    };
+    eprintln!(
+        "waiting: {} PAID quotes ({} hash) not yet minted; {} quotes not yet PAID",
+        waiting.paid_quotes, waiting.paid_amount, waiting.unpaid_quotes
+    );
+    let pending = wallet.pending_recovery().await?;
+    if pending.requests > 0 {
+        eprintln!(
+            "recovering: {} interrupted mint requests ({} quotes); the next `wallet mint` or \
+             `watch` finishes them",
+            pending.requests, pending.quotes
+        );
+    }
+    Ok(())
+}
+
 /// Mints as quotes become PAID until Ctrl-C; an unreachable mint is logged and retried.
-async fn watch(wallet: &MinerWallet, interval: Duration) {
+async fn watch(wallet: &MinerWallet, interval: Duration, options: MintOptions) {
     tracing::info!(pubkey = %wallet.pubkey(), mint = %wallet.mint_url(), "watching for PAID quotes");
     let shutdown = hashpool_service::shutdown_signal();
     tokio::pin!(shutdown);
@@ -172,14 +296,26 @@ async fn watch(wallet: &MinerWallet, interval: Duration) {
             _ = &mut shutdown => break,
             _ = ticks.tick() => {}
         }
-        match wallet.mint_paid().await {
-            Ok(report) if report.quotes > 0 => {
+        let progress = |batch: &BatchDone| {
+            tracing::info!(
+                quotes = batch.quotes,
+                amount = batch.amount,
+                total_quotes = batch.total_quotes,
+                total_amount = batch.total_amount,
+                "minted a batch"
+            );
+        };
+        match wallet.mint_paid_with(options, progress).await {
+            Ok(report) if report.quotes > 0 || report.recovery != Default::default() => {
                 let balance = wallet.balance().await.unwrap_or_default();
                 tracing::info!(
                     minted = report.amount,
                     quotes = report.quotes,
                     unpaid = report.unpaid,
                     balance,
+                    recovered = report.recovery.recovered,
+                    released = report.recovery.released,
+                    unresolved = report.recovery.unresolved,
                     "minted PAID quotes"
                 );
             }

@@ -5,6 +5,11 @@
 //! `{"pubkey", "timestamp", "signature"}`. The mint accepts a timestamp within
 //! [`LOOKUP_FRESHNESS_SECS`] of its clock and each signature only once, so a captured request
 //! cannot be replayed to list someone's quotes.
+//!
+//! The answer comes in pages of at most [`LOOKUP_PAGE_MAX`] quotes, in quote-id order: a wallet
+//! with a backlog of any size reads it page by page, passing the previous answer's `next` as
+//! `after` (each page with a fresh signature). A request without `after` gets the first page, so
+//! a client that knows nothing of pages still works for keys with fewer quotes than a page.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +17,10 @@ use crate::identity::LockingPubkey;
 
 /// How far a lookup's timestamp may be from the mint's clock, either way.
 pub const LOOKUP_FRESHNESS_SECS: u64 = 60;
+
+/// The most quotes one lookup answer lists (and the page size when `limit` is absent): about
+/// 200 KB of JSON, so neither side holds a key's whole backlog at once.
+pub const LOOKUP_PAGE_MAX: usize = 1000;
 
 /// Domain-separated text the wallet signs: `hashpool-quote-lookup-v1:<pubkey hex>:<unix secs>`.
 pub fn lookup_message(pubkey: &LockingPubkey, timestamp: u64) -> String {
@@ -27,6 +36,12 @@ pub struct QuoteLookupRequest {
     pub timestamp: u64,
     /// BIP340 Schnorr signature, hex, of [`lookup_message`] for `pubkey` and `timestamp`.
     pub signature: String,
+    /// List the quotes whose id sorts after this one (the previous page's `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Page size, at most [`LOOKUP_PAGE_MAX`] (also the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// A quote's state as NUT-04 names it.
@@ -77,6 +92,9 @@ impl QuoteSummary {
 pub struct QuoteLookupResponse {
     pub pubkey: String,
     pub quotes: Vec<QuoteSummary>,
+    /// Present when more quotes follow: send it as `after` to read the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[cfg(test)]
@@ -94,6 +112,20 @@ mod tests {
             "hashpool-quote-lookup-v1:0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798:1764000000"
         );
         assert_ne!(lookup_message(&key, 1), lookup_message(&key, 2));
+    }
+
+    #[test]
+    fn page_fields_are_optional_on_the_wire() {
+        let old: QuoteLookupRequest =
+            serde_json::from_str(r#"{"pubkey":"02","timestamp":1,"signature":"00"}"#).unwrap();
+        assert_eq!((&old.after, old.limit), (&None, None));
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"pubkey":"02","timestamp":1,"signature":"00"}"#
+        );
+        let last: QuoteLookupResponse =
+            serde_json::from_str(r#"{"pubkey":"02","quotes":[]}"#).unwrap();
+        assert_eq!(last.next, None);
     }
 
     #[test]
