@@ -94,8 +94,7 @@ impl Default for InfoConfig {
     fn default() -> Self {
         Self {
             name: "hashpool mint".to_owned(),
-            description: "Ecash for proof of work: one quote per accepted share, unit hash."
-                .to_owned(),
+            description: ehash::UNIT_DESCRIPTION.to_owned(),
         }
     }
 }
@@ -115,5 +114,7 @@ mod tests {
         assert_eq!(shipped.redis.group, ehash::MINT_CONSUMER_GROUP);
         assert_eq!(shipped.database.sqlite_path, defaults.database.sqlite_path);
         assert_eq!(shipped.database.postgres_url, None);
+        assert_eq!(shipped.info.description, ehash::UNIT_DESCRIPTION);
+        assert!(shipped.info.description.contains("2^12"));
     }
 }

@@ -9,8 +9,8 @@
 //! - the `create` and `update` messages, versioned JSON ([`message`]);
 //! - the quote id, derived from the share hash so a re-sent share cannot make a second quote
 //!   ([`quote_id_for_share`]);
-//! - the amount a share earns: the work the pool asked for, never the luck of the hash
-//!   ([`credited_work`]);
+//! - the unit (one `hash` is 2^12 expected hashes) and the amount a share earns: the work the
+//!   pool asked for, exactly, never the luck of the hash ([`credited_work`], [`ShareWork`]);
 //! - who gets paid: the miner's locking key parsed from the channel's `user_identity`
 //!   ([`MinerIdentity`]);
 //! - the two release policies and the pro-rata split of an epoch payout ([`policy`]);
@@ -29,7 +29,10 @@ pub use lookup::{
 };
 pub use message::{CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote};
 pub use policy::{split_payout, PayoutError, ReleasePolicy};
-pub use work::{credited_work, quote_id_for_share, ShareHash, QUOTE_ID_NAMESPACE};
+pub use work::{
+    credited_work, expected_hashes, quote_id_for_share, ShareHash, ShareWork, HASHES_PER_UNIT_LOG2,
+    QUOTE_ID_NAMESPACE,
+};
 
 /// Redis stream the pool appends quote messages to.
 pub const QUOTE_STREAM: &str = "hashpool:quotes";
@@ -40,8 +43,14 @@ pub const MINT_CONSUMER_GROUP: &str = "mint";
 /// The single field of each stream entry; its value is the message JSON.
 pub const STREAM_FIELD: &str = "msg";
 
-/// Cashu currency unit of ehash quotes and keysets.
+/// Cashu currency unit of ehash quotes and keysets: one `hash` is 2^12 expected hashes (see
+/// [`work`]).
 pub const UNIT: &str = "hash";
+
+/// What the unit means, for the mint's NUT-06 description.
+pub const UNIT_DESCRIPTION: &str = "Ecash for proof of work: one quote per accepted share. \
+Unit hash: 1 hash = 4096 (2^12) expected hashes; a share at a target T earns 2^256/(T+1)/4096, \
+exactly, as every share target is a power of two.";
 
 /// Cashu payment method under which the mint serves ehash quotes (`/v1/mint/quote/ehash/...`).
 pub const PAYMENT_METHOD: &str = "ehash";

@@ -44,7 +44,7 @@ pub enum MessageError {
         share_hash: ShareHash,
         expected: Uuid,
     },
-    #[error("quote {quote_id} has amount 0; every share is worth at least 1")]
+    #[error("quote {quote_id} has amount 0; a quote is worth at least 1 unit")]
     ZeroAmount { quote_id: Uuid },
     #[error("unit is empty")]
     EmptyUnit,
@@ -76,7 +76,7 @@ pub enum QuoteMessage {
 pub struct CreateQuote {
     pub quote_id: Uuid,
     pub locking_pubkey: LockingPubkey,
-    /// Credited work in difficulty-1 units (see [`crate::credited_work`]).
+    /// Credited work in units of 2^12 expected hashes (see [`crate::credited_work`]).
     pub amount: u64,
     pub unit: String,
     pub share_hash: ShareHash,
@@ -105,7 +105,7 @@ impl CreateQuote {
         Self {
             quote_id: quote_id_for_share(&share_hash),
             locking_pubkey,
-            amount: amount.max(1),
+            amount,
             unit: crate::UNIT.to_owned(),
             share_hash,
             channel_id,
