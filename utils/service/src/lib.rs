@@ -8,7 +8,7 @@ mod signal;
 pub use config::{load_config, ConfigError};
 pub use logging::{init_logging, LogGuard, LoggingError};
 pub use secret_file::{create_secret, read_secret, SecretFileError};
-pub use signal::shutdown_signal;
+pub use signal::{shutdown_signal, stopped};
 
 /// This machine's hostname, for default names that must stay the same across restarts.
 pub fn hostname() -> String {

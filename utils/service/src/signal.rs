@@ -8,3 +8,9 @@ pub async fn shutdown_signal() {
         _ = terminate.recv() => tracing::info!("SIGTERM received; stopping"),
     }
 }
+
+/// Resolves once `shutdown` says stop (`true`), or its sender is gone: the in-process stop signal
+/// every role's tasks select on.
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

@@ -82,9 +82,20 @@ impl Process {
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.signal_and_wait("-TERM", grace)
+    }
+
+    /// SIGINT (Ctrl-C), then SIGKILL if it has not exited within `grace`.
+    pub fn interrupt(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.signal_and_wait("-INT", grace)
+    }
+
+    /// Sends `signal`; returns its exit status if it exits within `grace`, else kills it and
+    /// returns `None`.
+    fn signal_and_wait(&mut self, signal: &str, grace: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(signal)
             .arg(child.id().to_string())
             .status();
         let deadline = Instant::now() + grace;
@@ -95,7 +106,8 @@ impl Process {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
-        child.wait().ok()
+        let _ = child.wait();
+        None
     }
 
     /// Whether it is still running (false once it has exited on its own).
