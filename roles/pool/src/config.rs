@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use ehash::ReleasePolicy;
+use ehash::{ReleasePolicy, ShareWork};
 use serde::{Deserialize, Serialize};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 
@@ -25,6 +25,7 @@ pub struct PoolConfig {
     pub bitcoind: BitcoindConfig,
     pub redis: RedisConfig,
     pub vardiff: VardiffConfig,
+    pub difficulty: DifficultyConfig,
 }
 
 impl Default for PoolConfig {
@@ -38,14 +39,29 @@ impl Default for PoolConfig {
             bitcoind: BitcoindConfig::default(),
             redis: RedisConfig::default(),
             vardiff: VardiffConfig::default(),
+            difficulty: DifficultyConfig::default(),
         }
     }
 }
 
 impl PoolConfig {
+    /// The least work a share may prove: the configured minimum difficulty, or the default of
+    /// the network the coinbase address belongs to.
+    pub fn minimum_share_work(&self) -> ShareWork {
+        let difficulty = self.difficulty.minimum.unwrap_or_else(|| {
+            if is_regtest_address(&self.bitcoind.coinbase_address) {
+                REGTEST_MINIMUM_DIFFICULTY
+            } else {
+                MAINNET_MINIMUM_DIFFICULTY
+            }
+        });
+        ShareWork::at_least_difficulty(difficulty).unwrap_or(ShareWork::MIN)
+    }
+
     /// A pool on ephemeral 127.0.0.1 ports against a regtest bitcoind (cookie auth), paying
-    /// `coinbase_address`, publishing to `stream`, with its logs and journal under `data_dir`
-    /// and templates polled every 50 ms: the pool tests and tools start in-process.
+    /// `coinbase_address`, publishing to `stream`, with its logs and journal under `data_dir`,
+    /// templates polled every 50 ms and the least minimum difficulty (2^-20): the pool tests
+    /// and tools start in-process.
     pub fn ephemeral(
         data_dir: &std::path::Path,
         rpc_url: String,
@@ -68,6 +84,10 @@ impl PoolConfig {
                 stream,
                 journal_path: data_dir.join("journal.jsonl"),
                 ..RedisConfig::default()
+            },
+            // The least work the unit expresses: tests mine many shares in a debug build.
+            difficulty: DifficultyConfig {
+                minimum: Some(ShareWork::MIN.difficulty()),
             },
             ..Self::default()
         }
@@ -171,6 +191,38 @@ impl Default for VardiffConfig {
     }
 }
 
+/// Default minimum share difficulty on regtest: 2^-10, 2^22 expected hashes, a share every two
+/// seconds or so from `bin/up`'s one-thread CPU miner (about 2 MH/s as built by `bin/up`).
+pub const REGTEST_MINIMUM_DIFFICULTY: f64 = 1.0 / 1024.0;
+/// Default minimum share difficulty everywhere else (mainnet, testnet, testnet4, signet): 256,
+/// 2^40 expected hashes. The smallest device worth pointing at a real network, a ~1 TH/s Bitaxe,
+/// then finds about one share a second before vardiff settles it at `shares_per_minute`
+/// (AxeOS suggests difficulty 1000 by default); anything slower cannot make the pool store quotes
+/// faster than it proves work worth storing.
+pub const MAINNET_MINIMUM_DIFFICULTY: f64 = 256.0;
+
+/// Whether `address` can only be a regtest address (`bcrt1…`). Base58 test addresses are shared
+/// by testnet, signet and regtest, so they get the stricter default.
+fn is_regtest_address(address: &str) -> bool {
+    address
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+        .is_ok_and(|address| {
+            address.is_valid_for_network(bitcoin::Network::Regtest)
+                && !address.is_valid_for_network(bitcoin::Network::Testnet)
+        })
+}
+
+/// Share difficulty limits. Difficulty is in units of 2^32 expected hashes (Bitcoin's difficulty
+/// 1 to within 0.002%); every channel target is a power of two (see `ehash::ShareWork`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DifficultyConfig {
+    /// No channel gets an easier target than this, whatever its `nominal_hash_rate` or
+    /// `max_target`; rounded up to a power of two. Unset: [`REGTEST_MINIMUM_DIFFICULTY`] for a
+    /// regtest coinbase address, [`MAINNET_MINIMUM_DIFFICULTY`] otherwise.
+    pub minimum: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +253,28 @@ mod tests {
             shipped.bitcoind.coinbase_address,
             defaults.bitcoind.coinbase_address
         );
+        assert_eq!(shipped.minimum_share_work().log2(), 22);
+    }
+
+    #[test]
+    fn the_minimum_defaults_by_network_and_rounds_up() {
+        let mut config = PoolConfig::default();
+        assert_eq!(config.minimum_share_work().log2(), 22, "regtest: 2^-10");
+        config.bitcoind.coinbase_address = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".into();
+        assert_eq!(config.minimum_share_work().log2(), 40, "mainnet: 256");
+        config.bitcoind.coinbase_address = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx".into();
+        assert_eq!(
+            config.minimum_share_work().log2(),
+            40,
+            "testnet/signet: 256"
+        );
+        config.difficulty.minimum = Some(0.001);
+        assert_eq!(
+            config.minimum_share_work().log2(),
+            23,
+            "2^32 * 0.001 rounded up"
+        );
+        config.difficulty.minimum = Some(1e-30);
+        assert_eq!(config.minimum_share_work(), ShareWork::MIN);
     }
 }

@@ -5,12 +5,16 @@
 //! Anything the peer sends that is not valid Sv2 for this pool closes this connection, with the
 //! reason logged; nothing it sends can stop the pool.
 
+use hashpool_service::stopped;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ehash::{credited_work, CreateQuote, MinerIdentity, QuoteMessage, ReleasePolicy, UpdateQuote};
+use ehash::{
+    credited_work, expected_hashes, CreateQuote, MinerIdentity, QuoteMessage, ReleasePolicy,
+    ShareWork, UpdateQuote,
+};
 use stratum_apps::stratum_core::bitcoin::hashes::Hash;
 use stratum_apps::stratum_core::bitcoin::{BlockHash, Target};
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
@@ -33,7 +37,10 @@ use stratum_apps::stratum_core::mining_sv2::{
     OpenMiningChannelErrorOwned, OpenStandardMiningChannel, OpenStandardMiningChannelSuccessOwned,
     SetNewPrevHashOwned as MiningSetNewPrevHash, SetTargetOwned, SubmitSharesErrorOwned,
     SubmitSharesExtendedOwned, SubmitSharesStandard, SubmitSharesSuccess, UpdateChannel,
-    UpdateChannelErrorOwned,
+    UpdateChannelErrorOwned, ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
+    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW, ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID,
+    ERROR_CODE_UPDATE_CHANNEL_INVALID_NOMINAL_HASHRATE,
+    ERROR_CODE_UPDATE_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
 };
 use stratum_apps::stratum_core::parsers_sv2::{
     AnyMessage, AnyMessageOwned, CommonMessages, CommonMessagesOwned, Mining, MiningOwned,
@@ -41,7 +48,8 @@ use stratum_apps::stratum_core::parsers_sv2::{
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use crate::chain::{submit_block, BitcoindRpc, BlockOutcome, TemplateStore};
+use crate::blocks::BlockSubmitter;
+use crate::chain::TemplateStore;
 use crate::metrics::PoolMetrics;
 use crate::noise::{FrameReader, FrameWriter, TransportError};
 use crate::publisher::QuoteSender;
@@ -70,13 +78,15 @@ pub struct PoolContext {
     pub release_policy: ReleasePolicy,
     pub shares_per_minute: f32,
     pub initial_hashrate: f32,
+    /// The least work any channel's target asks for (see [`Channel::settle_target`]).
+    pub minimum_share_work: ShareWork,
     pub templates: watch::Receiver<Option<Arc<Template>>>,
     pub template_store: TemplateStore,
     pub quotes: QuoteSender,
     pub metrics: Arc<PoolMetrics>,
     pub allocator: Mutex<ExtranonceAllocator>,
     pub next_channel_id: AtomicU32,
-    pub rpc: Arc<BitcoindRpc>,
+    pub blocks: BlockSubmitter,
 }
 
 /// Why a connection was closed by the pool.
@@ -129,6 +139,40 @@ enum ChannelKind {
     Extended(Box<ExtendedChannel>),
 }
 
+impl ChannelKind {
+    fn target(&self) -> Target {
+        match self {
+            ChannelKind::Standard(channel) => *channel.get_target(),
+            ChannelKind::Extended(channel) => *channel.get_target(),
+        }
+    }
+
+    fn requested_max_target(&self) -> Target {
+        match self {
+            ChannelKind::Standard(channel) => *channel.get_requested_max_target(),
+            ChannelKind::Extended(channel) => *channel.get_requested_max_target(),
+        }
+    }
+
+    /// Replaces the target channels_sv2 chose for the channel's hashrate with the nearest power
+    /// of two (see [`ShareWork`]), so every share proves an exact number of units, but never
+    /// easier than the pool's `minimum` nor than the miner's own `max_target`: no miner gets a
+    /// target easier than the minimum, whatever hashrate or `max_target` it announced. `None`
+    /// (target unchanged) when the `max_target` is harder than any power of two the unit
+    /// expresses.
+    fn settle_target(&mut self, minimum: ShareWork) -> Option<ShareWork> {
+        let miners_limit = ShareWork::at_or_below(self.requested_max_target())?;
+        let work = ShareWork::nearest(self.target())
+            .max(minimum)
+            .max(miners_limit);
+        let set = match self {
+            ChannelKind::Standard(channel) => channel.set_target(work.target()).is_ok(),
+            ChannelKind::Extended(channel) => channel.set_target(work.target()).is_ok(),
+        };
+        set.then_some(work)
+    }
+}
+
 struct Channel {
     kind: ChannelKind,
     /// A standard channel whose jobs come through the connection's group channel.
@@ -140,10 +184,7 @@ struct Channel {
 
 impl Channel {
     fn target(&self) -> Target {
-        match &self.kind {
-            ChannelKind::Standard(channel) => *channel.get_target(),
-            ChannelKind::Extended(channel) => *channel.get_target(),
-        }
+        self.kind.target()
     }
 
     fn accounting(&self) -> &ShareAccounting {
@@ -470,6 +511,21 @@ impl Downstream {
                 return self.refuse_channel(open.request_id, code).await;
             }
         };
+        let mut kind = ChannelKind::Standard(Box::new(channel));
+        if kind
+            .settle_target(self.context.minimum_share_work)
+            .is_none()
+        {
+            return self
+                .refuse_channel(
+                    open.request_id,
+                    ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
+                )
+                .await;
+        }
+        let ChannelKind::Standard(channel) = &kind else {
+            unreachable!("made above")
+        };
         // A device that did not ask for standard jobs gets its standard channels' work through
         // a group channel, as SRI's pool does.
         let group_channel_id = if self.requires_standard_jobs {
@@ -498,13 +554,8 @@ impl Downstream {
         };
         self.send_mining(MiningOwned::OpenStandardMiningChannelSuccess(success))
             .await?;
-        self.add_channel(
-            channel_id,
-            ChannelKind::Standard(Box::new(channel)),
-            group_channel_id != 0,
-            identity,
-        )
-        .await
+        self.add_channel(channel_id, kind, group_channel_id != 0, identity)
+            .await
     }
 
     async fn open_extended(
@@ -557,6 +608,21 @@ impl Downstream {
                 return self.refuse_channel(open.request_id, code).await;
             }
         };
+        let mut kind = ChannelKind::Extended(Box::new(channel));
+        if kind
+            .settle_target(self.context.minimum_share_work)
+            .is_none()
+        {
+            return self
+                .refuse_channel(
+                    open.request_id,
+                    ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
+                )
+                .await;
+        }
+        let ChannelKind::Extended(channel) = &kind else {
+            unreachable!("made above")
+        };
         let success = OpenExtendedMiningChannelSuccessOwned {
             request_id: open.request_id,
             channel_id,
@@ -571,13 +637,7 @@ impl Downstream {
         };
         self.send_mining(MiningOwned::OpenExtendedMiningChannelSuccess(success))
             .await?;
-        self.add_channel(
-            channel_id,
-            ChannelKind::Extended(Box::new(channel)),
-            false,
-            identity,
-        )
-        .await
+        self.add_channel(channel_id, kind, false, identity).await
     }
 
     /// Registers an opened channel and gives it work on the current template at once.
@@ -896,7 +956,34 @@ impl Downstream {
                 _ => (template_id, coinbase),
             }
         });
+        let hash_target = Target::from_le_bytes(share_hash.to_byte_array());
+        if hash_target > job.target {
+            // On regtest (and any network whose target is easier than the share target) a hash
+            // can meet the network target without meeting the job's: channels_sv2 reports the
+            // block, which is submitted, but the share proves less than the job asked for and
+            // earns nothing.
+            tracing::debug!(
+                channel_id,
+                "block candidate below the share target: not credited"
+            );
+            if let Some((template_id, coinbase)) = block {
+                self.found_block(
+                    share_hash.to_byte_array(),
+                    template_id.unwrap_or(job.template_id),
+                    &coinbase,
+                    (version, ntime, nonce),
+                );
+            }
+            return self
+                .reject_share(
+                    channel_id,
+                    sequence_number,
+                    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW,
+                )
+                .await;
+        }
         let work = credited_work(job.target.to_le_bytes());
+        let proven_hashes = expected_hashes(job.target);
         let locking_key = channel.identity.locking_key();
         let create = CreateQuote::for_share(
             BlockHash::from_byte_array(share_hash.to_byte_array()),
@@ -917,11 +1004,9 @@ impl Downstream {
                 .quotes
                 .publish(QuoteMessage::Update(UpdateQuote::paid(vec![quote_id])));
         }
-        self.context.metrics.share_accepted(
-            &locking_key.to_string(),
-            work,
-            job.target.difficulty_float(),
-        );
+        self.context
+            .metrics
+            .share_accepted(&locking_key.to_string(), work, proven_hashes);
 
         let acknowledge = block.is_some() || channel.accounting().should_acknowledge();
         let success = acknowledge.then(|| {
@@ -938,9 +1023,7 @@ impl Downstream {
                 share_hash.to_byte_array(),
                 template_id.unwrap_or(job.template_id),
                 &coinbase,
-                version,
-                ntime,
-                nonce,
+                (version, ntime, nonce),
             );
         }
         if let Some(success) = success {
@@ -950,14 +1033,13 @@ impl Downstream {
         Ok(())
     }
 
+    /// Assembles a found block and hands it to the block submitter (never waits for bitcoind).
     fn found_block(
         &self,
         share_hash: [u8; 32],
         template_id: u64,
         coinbase: &[u8],
-        version: u32,
-        ntime: u32,
-        nonce: u32,
+        (version, ntime, nonce): (u32, u32, u32),
     ) {
         let Some(template) = self.context.template_store.get(template_id) else {
             tracing::error!(template_id, "block found on a template no longer kept");
@@ -984,43 +1066,41 @@ impl Downstream {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let rpc = self.context.rpc.clone();
-        let metrics = self.context.metrics.clone();
-        tokio::spawn(async move {
-            let counter = match submit_block(rpc, block).await {
-                BlockOutcome::Accepted => &metrics.blocks_found,
-                BlockOutcome::Stale => &metrics.blocks_stale,
-                BlockOutcome::Rejected => &metrics.blocks_rejected,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
+        self.context.blocks.offer(block);
     }
 
     async fn update_channel(&mut self, update: UpdateChannel<'_>) -> Result<(), CloseReason> {
         let update = update.into_owned();
         let channel_id = update.channel_id;
         let max_target = Target::from_le_bytes(update.maximum_target.to_array());
+        let minimum = self.context.minimum_share_work;
         let result = match self.channels.get_mut(&channel_id) {
-            Some(channel) => match &mut channel.kind {
-                ChannelKind::Standard(inner) => inner
-                    .update_channel(update.nominal_hash_rate, Some(max_target))
-                    .map_err(|error| format!("{error:?}")),
-                ChannelKind::Extended(inner) => inner
-                    .update_channel(update.nominal_hash_rate, Some(max_target))
-                    .map_err(|error| format!("{error:?}")),
-            },
-            None => Err("invalid-channel-id".to_owned()),
+            // Refused before anything changes: no power of two the unit expresses is that hard.
+            Some(_) if ShareWork::at_or_below(max_target).is_none() => {
+                Err(ERROR_CODE_UPDATE_CHANNEL_MAX_TARGET_OUT_OF_RANGE)
+            }
+            Some(channel) => {
+                let updated = match &mut channel.kind {
+                    ChannelKind::Standard(inner) => inner
+                        .update_channel(update.nominal_hash_rate, Some(max_target))
+                        .map_err(|error| update_error_code(&error.into())),
+                    ChannelKind::Extended(inner) => inner
+                        .update_channel(update.nominal_hash_rate, Some(max_target))
+                        .map_err(|error| update_error_code(&error.into())),
+                };
+                updated.and_then(|()| {
+                    channel
+                        .kind
+                        .settle_target(minimum)
+                        .map(|_| ())
+                        .ok_or(ERROR_CODE_UPDATE_CHANNEL_MAX_TARGET_OUT_OF_RANGE)
+                })
+            }
+            None => Err(ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID),
         };
         match result {
             Ok(()) => self.retarget(channel_id).await,
-            Err(error) => {
-                let code = if error.contains("invalid-channel-id") {
-                    "invalid-channel-id"
-                } else if error.contains("MaxTarget") {
-                    "max-target-out-of-range"
-                } else {
-                    "invalid-nominal-hashrate"
-                };
+            Err(code) => {
                 self.send_mining(MiningOwned::UpdateChannelError(UpdateChannelErrorOwned {
                     channel_id,
                     error_code: code.to_owned().try_into().expect("error codes are short"),
@@ -1066,7 +1146,9 @@ impl Downstream {
                 ChannelKind::Standard(inner) => inner.update_channel(new_hashrate, None).is_ok(),
                 ChannelKind::Extended(inner) => inner.update_channel(new_hashrate, None).is_ok(),
             };
-            if updated {
+            // Vardiff moves the target too: back onto a power of two, never under the minimum.
+            let minimum = self.context.minimum_share_work;
+            if updated && channel.kind.settle_target(minimum).is_some() {
                 tracing::debug!(channel_id, hashrate = new_hashrate, "vardiff: new target");
                 self.retarget(channel_id).await?;
             }
@@ -1138,11 +1220,6 @@ async fn read_frames(
     }
 }
 
-/// Resolves once the pool is shutting down.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 fn prev_hash_message(channel_id: u32, job_id: u32, template: &Template) -> MiningSetNewPrevHash {
     MiningSetNewPrevHash {
         channel_id,
@@ -1183,6 +1260,48 @@ fn extended_open_error_code(
     match error {
         E::OpenChannelInvalidNominalHashrate(code) | E::OpenChannelInvalidMaxTarget(code) => code,
         _ => "min-extranonce-size-too-large",
+    }
+}
+
+/// The UpdateChannel.Error code for what channels_sv2 refused.
+fn update_error_code(error: &UpdateRefusal) -> &'static str {
+    match error {
+        UpdateRefusal::MaxTarget => ERROR_CODE_UPDATE_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
+        UpdateRefusal::NominalHashrate => ERROR_CODE_UPDATE_CHANNEL_INVALID_NOMINAL_HASHRATE,
+    }
+}
+
+/// Why channels_sv2 refused an UpdateChannel, for either channel type.
+enum UpdateRefusal {
+    MaxTarget,
+    NominalHashrate,
+}
+
+impl From<stratum_apps::stratum_core::channels_sv2::server::error::StandardChannelError>
+    for UpdateRefusal
+{
+    fn from(
+        error: stratum_apps::stratum_core::channels_sv2::server::error::StandardChannelError,
+    ) -> Self {
+        use stratum_apps::stratum_core::channels_sv2::server::error::StandardChannelError as E;
+        match error {
+            E::UpdateChannelInvalidMaxTarget(_) | E::InvalidTarget => UpdateRefusal::MaxTarget,
+            _ => UpdateRefusal::NominalHashrate,
+        }
+    }
+}
+
+impl From<stratum_apps::stratum_core::channels_sv2::server::error::ExtendedChannelError>
+    for UpdateRefusal
+{
+    fn from(
+        error: stratum_apps::stratum_core::channels_sv2::server::error::ExtendedChannelError,
+    ) -> Self {
+        use stratum_apps::stratum_core::channels_sv2::server::error::ExtendedChannelError as E;
+        match error {
+            E::UpdateChannelInvalidMaxTarget(_) | E::InvalidTarget => UpdateRefusal::MaxTarget,
+            _ => UpdateRefusal::NominalHashrate,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The hashpool pool: a Stratum V2 pool that validates shares and, for every accepted share,
 //! publishes an ehash quote message to Redis for the mint.
 
+pub mod blocks;
 pub mod chain;
 pub mod config;
 pub mod downstream;

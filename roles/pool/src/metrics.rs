@@ -23,25 +23,35 @@ pub struct PoolMetrics {
     pub blocks_rejected: AtomicU64,
     /// Valid blocks that lost the race for their height.
     pub blocks_stale: AtomicU64,
+    /// Block candidates not submitted: their previous block was no longer bitcoind's tip.
+    pub blocks_skipped_stale: AtomicU64,
+    /// Block candidates dropped because the submission queue was full.
+    pub blocks_dropped: AtomicU64,
     pub work_credited: AtomicU64,
     rejected: Mutex<BTreeMap<String, u64>>,
     miners: Mutex<BTreeMap<String, MinerWork>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct MinerWork {
-    /// (time, difficulty of the share's target) of recent shares: the expected hashes behind
-    /// each, unlike credited work, which is at least 1 however easy the target.
-    recent: std::collections::VecDeque<(Instant, f64)>,
+    /// (time, expected hashes) of recent shares.
+    recent: std::collections::VecDeque<(Instant, u128)>,
     shares: u64,
     work: u64,
+    proven_hashes: u128,
 }
 
 #[derive(Debug, Serialize)]
 pub struct MinerStats {
     pub locking_key: String,
     pub shares: u64,
+    /// Credited work, in units of `hash`.
     pub work: u64,
+    /// The credited work in expected hashes: `work * 2^12`.
+    pub credited_hashes: u128,
+    /// The expected hashes the accepted shares prove, summed from their targets
+    /// (`2^256 / (target + 1)` each), independently of the credit.
+    pub proven_hashes: u128,
     pub hashrate: f64,
 }
 
@@ -70,21 +80,17 @@ impl PoolMetrics {
             .or_default() += 1;
     }
 
-    pub fn share_accepted(&self, locking_key: &str, work: u64, difficulty: f64) {
+    /// A share accepted for `locking_key`, credited `work` units and proving `proven_hashes`.
+    pub fn share_accepted(&self, locking_key: &str, work: u64, proven_hashes: u128) {
         self.shares_accepted.fetch_add(1, Ordering::Relaxed);
         self.work_credited.fetch_add(work, Ordering::Relaxed);
         let now = Instant::now();
         let mut miners = self.miners.lock().expect("metrics lock");
-        let miner = miners
-            .entry(locking_key.to_owned())
-            .or_insert_with(|| MinerWork {
-                recent: Default::default(),
-                shares: 0,
-                work: 0,
-            });
+        let miner = miners.entry(locking_key.to_owned()).or_default();
         miner.shares += 1;
         miner.work = miner.work.saturating_add(work);
-        miner.recent.push_back((now, difficulty));
+        miner.proven_hashes = miner.proven_hashes.saturating_add(proven_hashes);
+        miner.recent.push_back((now, proven_hashes));
         while miner
             .recent
             .front()
@@ -102,18 +108,19 @@ impl PoolMetrics {
             .expect("metrics lock")
             .iter()
             .map(|(key, miner)| {
-                let window_difficulty: f64 = miner
+                let window_hashes: f64 = miner
                     .recent
                     .iter()
                     .filter(|(at, _)| now.duration_since(*at).as_secs_f64() <= HASHRATE_WINDOW_SECS)
-                    .map(|(_, difficulty)| *difficulty)
+                    .map(|(_, hashes)| *hashes as f64)
                     .sum();
                 MinerStats {
                     locking_key: key.clone(),
                     shares: miner.shares,
                     work: miner.work,
-                    // A share at difficulty d takes d * 2^32 hashes on average.
-                    hashrate: window_difficulty * 4_294_967_296.0 / HASHRATE_WINDOW_SECS,
+                    credited_hashes: u128::from(miner.work) << ehash::HASHES_PER_UNIT_LOG2,
+                    proven_hashes: miner.proven_hashes,
+                    hashrate: window_hashes / HASHRATE_WINDOW_SECS,
                 }
             })
             .collect();
@@ -168,7 +175,7 @@ impl PoolMetrics {
         metric(
             "hashpool_pool_work_credited_total",
             "counter",
-            "Work credited to miners, difficulty-1 units.",
+            "Work credited to miners, in units of hash (2^12 expected hashes).",
             stats.work_credited.to_string(),
         );
         metric(
@@ -188,6 +195,20 @@ impl PoolMetrics {
             "counter",
             "Blocks found valid but not on the best chain (another block at the height came first).",
             self.blocks_stale.load(Ordering::Relaxed).to_string(),
+        );
+        metric(
+            "hashpool_pool_blocks_skipped_stale_total",
+            "counter",
+            "Block candidates not submitted: their previous block was no longer the tip.",
+            self.blocks_skipped_stale
+                .load(Ordering::Relaxed)
+                .to_string(),
+        );
+        metric(
+            "hashpool_pool_blocks_dropped_total",
+            "counter",
+            "Block candidates dropped because the submission queue was full.",
+            self.blocks_dropped.load(Ordering::Relaxed).to_string(),
         );
         metric(
             "hashpool_pool_quotes_published_total",
@@ -229,6 +250,28 @@ impl PoolMetrics {
                 "{name}{{locking_key=\"{}\"}} {}",
                 miner.locking_key, miner.hashrate
             );
+        }
+        for (name, help, value) in [
+            (
+                "hashpool_pool_miner_credited_hashes_total",
+                "Expected hashes credited per locking key (credited units * 2^12).",
+                (|miner: &MinerStats| miner.credited_hashes) as fn(&MinerStats) -> u128,
+            ),
+            (
+                "hashpool_pool_miner_proven_hashes_total",
+                "Expected hashes proven per locking key (sum of 2^256/(target+1) over accepted shares).",
+                |miner: &MinerStats| miner.proven_hashes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for miner in &stats.miners {
+                let _ = writeln!(
+                    out,
+                    "{name}{{locking_key=\"{}\"}} {}",
+                    miner.locking_key,
+                    value(miner)
+                );
+            }
         }
         out
     }

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::blocks::BlockSubmitter;
 use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
 use crate::config::PoolConfig;
 use crate::downstream::{Downstream, PoolContext};
@@ -75,17 +76,26 @@ impl Pool {
         let allocator = ExtranonceAllocator::new(Vec::new(), EXTRANONCE_LEN, MAX_CHANNELS)
             .map_err(|error| PoolError::Extranonce(format!("{error:?}")))?;
         let metrics = Arc::new(PoolMetrics::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (blocks, submitter) = BlockSubmitter::start(rpc, metrics.clone(), shutdown_rx.clone());
+        let minimum_share_work = config.minimum_share_work();
+        tracing::info!(
+            minimum_difficulty = minimum_share_work.difficulty(),
+            minimum_hashes = minimum_share_work.expected_hashes(),
+            "every share target is a power of two no easier than the minimum"
+        );
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
             shares_per_minute: config.vardiff.shares_per_minute,
             initial_hashrate: config.vardiff.initial_hashrate,
+            minimum_share_work,
             templates,
             template_store: store,
             quotes,
             metrics: metrics.clone(),
             allocator: Mutex::new(allocator),
             next_channel_id: AtomicU32::new(1),
-            rpc,
+            blocks,
         });
 
         let listener = TcpListener::bind(config.listen_address)
@@ -111,7 +121,6 @@ impl Pool {
                 source,
             })?;
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(
             listener,
             context.clone(),
@@ -130,7 +139,7 @@ impl Pool {
             http_address,
             context,
             shutdown,
-            tasks: vec![accept, http],
+            tasks: vec![accept, http, submitter],
             publisher,
             _feed: feed,
         })

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ehash::{QuoteState, QuoteSummary};
 use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
 use hashpool_mint::MintConfig;
-use hashpool_pool::config::{BitcoindConfig, RedisConfig, VardiffConfig};
+use hashpool_pool::config::{BitcoindConfig, DifficultyConfig, RedisConfig, VardiffConfig};
 use hashpool_pool::PoolConfig;
 use hashpool_testkit::{
     free_port, regtest_address, unique_redis_prefix, workspace_binary, Bitcoind, Process,
@@ -152,6 +152,10 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
                 shares_per_minute: 120.0,
                 ..VardiffConfig::default()
             },
+            // The least share the unit expresses: many shares quickly from a debug-built miner.
+            difficulty: DifficultyConfig {
+                minimum: Some(ehash::ShareWork::MIN.difficulty()),
+            },
             ..PoolConfig::default()
         },
     );
@@ -226,7 +230,12 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
     stack
         .mine_until_accepted(3 * SHARES_PER_PHASE, &mut miner)
         .await;
-    miner.terminate(Duration::from_secs(5));
+    let stopped = miner.interrupt(Duration::from_secs(5));
+    assert!(
+        stopped.is_some_and(|status| status.success()),
+        "the miner exits on Ctrl-C while mining:\n{}",
+        miner.output()
+    );
 
     // Shares in flight when the miner stopped may still be answered; wait until the count
     // holds still and every quote is published.
@@ -317,5 +326,10 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
     assert!(pool.is_running(), "the pool stayed up:\n{}", pool.output());
     assert!(mint.is_running(), "the mint stayed up:\n{}", mint.output());
     mint.terminate(Duration::from_secs(10));
-    pool.terminate(Duration::from_secs(10));
+    let stopped = pool.terminate(Duration::from_secs(5));
+    assert!(
+        stopped.is_some_and(|status| status.success()),
+        "the pool exits on SIGTERM within 5 s:\n{}",
+        pool.output()
+    );
 }

@@ -34,7 +34,8 @@ async fn templates_resume_and_blocks_are_accepted_after_bitcoind_restarts() {
     let work = miner.jobs.work().unwrap().clone();
     assert_eq!(work.prev_hash, new_tip);
     let network = Target::from_compact(CompactTarget::from_consensus(work.nbits));
-    let nonce = find_nonce(|nonce| network.is_met_by(work.header(nonce).block_hash()));
+    let nonce = find_nonce(|nonce| work.meets_target(nonce));
+    assert!(network.is_met_by(work.header(nonce).block_hash()));
     let height = stack.node.rpc().get_block_count().unwrap();
     let (reply, _) = miner.submit(work.share(0, nonce)).await;
     assert!(

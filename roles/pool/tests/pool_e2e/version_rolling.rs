@@ -56,22 +56,29 @@ pub(super) async fn connect_with_flags(stack: &Stack, flags: u32) -> (PoolConnec
 }
 
 /// Sends an extended share; returns the pool's answer to it (skipping job updates).
-async fn submit_extended(
+/// Sends `shares` at once (so they are all answered on the current tip, though the first may be
+/// a block) and returns the pool's answers in order.
+async fn submit_extended_all(
     connection: &mut PoolConnection,
-    share: SubmitSharesExtendedOwned,
-) -> MiningOwned {
-    connection
-        .send_mining(MiningOwned::SubmitSharesExtended(share))
-        .await
-        .unwrap();
-    loop {
-        match connection.recv().await.unwrap() {
-            AnyMessageOwned::Mining(
-                reply @ (MiningOwned::SubmitSharesSuccess(_) | MiningOwned::SubmitSharesError(_)),
-            ) => return reply,
-            _ => continue,
+    shares: Vec<SubmitSharesExtendedOwned>,
+) -> Vec<MiningOwned> {
+    let count = shares.len();
+    for share in shares {
+        connection
+            .send_mining(MiningOwned::SubmitSharesExtended(share))
+            .await
+            .unwrap();
+    }
+    let mut replies = Vec::new();
+    while replies.len() < count {
+        if let AnyMessageOwned::Mining(
+            reply @ (MiningOwned::SubmitSharesSuccess(_) | MiningOwned::SubmitSharesError(_)),
+        ) = connection.recv().await.unwrap()
+        {
+            replies.push(reply);
         }
     }
+    replies
 }
 
 /// Waits until bitcoind's tip is a block the pool submitted, and returns its header version.
@@ -100,7 +107,6 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
         0,
         "a pool that allows version rolling must not answer REQUIRES_FIXED_VERSION"
     );
-    // Easier than regtest's network target, so a share need not be a block.
     let opened = connection
         .open_standard(1, KEY, 0.01)
         .await
@@ -112,51 +118,46 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
     assert_ne!(rolled.version, miner.jobs.work().unwrap().version);
     let network = Target::from_compact(CompactTarget::from_consensus(rolled.nbits));
 
-    // A share with every BIP320 bit rolled is a share like any other.
-    let nonce = find_nonce(|nonce| {
-        rolled.meets_target(nonce) && !network.is_met_by(rolled.header(nonce).block_hash())
-    });
-    let (reply, _) = miner.submit(rolled.share(0, nonce)).await;
-    assert!(
-        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
-        "{reply:?}"
-    );
-
+    // A share with every BIP320 bit rolled is a share like any other; on regtest it is also a
+    // block, which carries the rolled bits: bitcoind accepts the header as mined.
+    let nonce = find_nonce(|nonce| rolled.meets_target(nonce));
+    assert!(network.is_met_by(rolled.header(nonce).block_hash()));
     // The pool uses channels_sv2's mask, 0x1fffffe0: BIP320's bits 13-28 plus BIP323's 5-12,
     // also general purpose. A share rolling bit 5 is accepted as well.
     let mut bip323 = rolled.clone();
     bip323.version |= 1 << 5;
-    let bip323_nonce = find_nonce(|nonce| {
-        bip323.meets_target(nonce) && !network.is_met_by(bip323.header(nonce).block_hash())
-    });
-    let (reply, _) = miner.submit(bip323.share(1, bip323_nonce)).await;
-    assert!(
-        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
-        "{reply:?}"
-    );
-
+    let bip323_nonce = find_nonce(|nonce| bip323.meets_target(nonce));
     // A version bit outside the rollable mask (bit 0, then the top version bit 29) is refused
     // before its hash is even considered.
-    for (sequence, outside) in [(1, 1u32), (2, 1 << 29)] {
+    let bad = |outside: u32| {
         let mut bad = rolled.clone();
         bad.version ^= outside;
-        let (reply, _) = miner.submit(bad.share(sequence + 1, nonce)).await;
-        assert_eq!(error_code(&reply), "invalid-non-rollable-version-bit");
-    }
-
-    // A block found with rolled bits carries them: bitcoind accepts the header as mined.
+        bad
+    };
     let height = stack.node.rpc().get_block_count().unwrap();
-    let block_nonce = find_nonce(|nonce| network.is_met_by(rolled.header(nonce).block_hash()));
-    let (reply, _) = miner.submit(rolled.share(4, block_nonce)).await;
+    let replies = miner
+        .submit_all(vec![
+            rolled.share(0, nonce),
+            bip323.share(1, bip323_nonce),
+            bad(1).share(2, nonce),
+            bad(1 << 29).share(3, nonce),
+        ])
+        .await;
     assert!(
-        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
-        "{reply:?}"
+        matches!(replies[0], MiningOwned::SubmitSharesSuccess(_)),
+        "{replies:?}"
     );
+    assert!(
+        matches!(replies[1], MiningOwned::SubmitSharesSuccess(_)),
+        "{replies:?}"
+    );
+    for reply in &replies[2..] {
+        assert_eq!(error_code(reply), "invalid-non-rollable-version-bit");
+    }
     assert_eq!(tip_version_after(&stack, height).await, rolled.version);
+    let metrics = stack.wait_for_block_submitted().await;
     assert_eq!(
-        stack
-            .pool
-            .metrics()
+        metrics
             .blocks_found
             .load(std::sync::atomic::Ordering::Relaxed),
         1
@@ -213,28 +214,26 @@ async fn extended_channels_roll_bip320_bits_and_nothing_else() {
         version,
         extranonce: extranonce.clone().try_into().unwrap(),
     };
-    let nonce = find_nonce(|nonce| {
-        let hash = header(version, nonce).block_hash();
-        target.is_met_by(hash) && !network.is_met_by(hash)
-    });
-    let reply = submit_extended(&mut connection, share(0, version, nonce)).await;
-    assert!(
-        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
-        "{reply:?}"
-    );
-    for (sequence, outside) in [(1, 1u32), (2, 1 << 29)] {
-        let reply =
-            submit_extended(&mut connection, share(sequence, version ^ outside, nonce)).await;
-        assert_eq!(error_code(&reply), "invalid-non-rollable-version-bit");
-    }
-
+    // On regtest the share is also a block, carrying the rolled bits.
+    let nonce = find_nonce(|nonce| target.is_met_by(header(version, nonce).block_hash()));
+    assert!(network.is_met_by(header(version, nonce).block_hash()));
     let height = stack.node.rpc().get_block_count().unwrap();
-    let block_nonce = find_nonce(|nonce| network.is_met_by(header(version, nonce).block_hash()));
-    let reply = submit_extended(&mut connection, share(3, version, block_nonce)).await;
+    let replies = submit_extended_all(
+        &mut connection,
+        vec![
+            share(0, version, nonce),
+            share(1, version ^ 1, nonce),
+            share(2, version ^ (1 << 29), nonce),
+        ],
+    )
+    .await;
     assert!(
-        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
-        "{reply:?}"
+        matches!(replies[0], MiningOwned::SubmitSharesSuccess(_)),
+        "{replies:?}"
     );
+    for reply in &replies[1..] {
+        assert_eq!(error_code(reply), "invalid-non-rollable-version-bit");
+    }
     assert_eq!(tip_version_after(&stack, height).await, version);
     stack.pool.shutdown().await;
 }
