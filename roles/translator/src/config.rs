@@ -82,6 +82,10 @@ pub struct DownstreamConfig {
     pub shares_per_minute: f32,
     /// Hashrate (H/s) assumed for a miner that suggests no difficulty; a Bitaxe does ~1 TH/s.
     pub initial_hashrate: f32,
+    /// The least difficulty (units of 2^32 expected hashes) a miner may suggest, and the least
+    /// its initial hashrate stands for; lower suggestions are raised to it. Keep it at the pool's
+    /// `[difficulty] minimum`: the pool enforces its own minimum whatever this says.
+    pub minimum_difficulty: f64,
     /// Longest line a miner may send before it is disconnected.
     pub max_line_bytes: usize,
     /// A connection that has not sent `mining.authorize` by then is closed, so idle sockets
@@ -96,8 +100,30 @@ impl Default for DownstreamConfig {
             extranonce2_size: 4,
             shares_per_minute: 12.0,
             initial_hashrate: 1.0e12,
+            minimum_difficulty: 1.0 / 1024.0,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             authorize_timeout_secs: 60,
+        }
+    }
+}
+
+impl DownstreamConfig {
+    /// The hashrate at which shares of `difficulty` come at `shares_per_minute`.
+    pub fn hashrate_for_difficulty(&self, difficulty: f64) -> f32 {
+        (difficulty * 4_294_967_296.0 * f64::from(self.shares_per_minute) / 60.0) as f32
+    }
+
+    /// The nominal hashrate to announce for a miner that suggested `difficulty` (or none):
+    /// never below what the minimum difficulty stands for.
+    pub fn announced_hashrate(&self, suggested_difficulty: Option<f64>) -> f32 {
+        let floor = self.hashrate_for_difficulty(self.minimum_difficulty);
+        let requested = suggested_difficulty
+            .map(|difficulty| self.hashrate_for_difficulty(difficulty))
+            .unwrap_or(self.initial_hashrate);
+        if requested.is_finite() {
+            requested.max(floor)
+        } else {
+            floor
         }
     }
 }
@@ -133,5 +159,24 @@ mod tests {
             shipped.upstream.reconnect_delay_ms,
             defaults.upstream.reconnect_delay_ms
         );
+        assert_eq!(
+            shipped.downstream.minimum_difficulty,
+            defaults.downstream.minimum_difficulty
+        );
+    }
+
+    #[test]
+    fn suggestions_below_the_minimum_are_raised_to_it() {
+        let config = DownstreamConfig {
+            minimum_difficulty: 1.0,
+            shares_per_minute: 60.0,
+            initial_hashrate: 1.0,
+            ..DownstreamConfig::default()
+        };
+        // At one share a second, difficulty 1 is 2^32 H/s.
+        assert_eq!(config.announced_hashrate(Some(0.0001)), 4_294_967_296.0);
+        assert_eq!(config.announced_hashrate(None), 4_294_967_296.0);
+        assert_eq!(config.announced_hashrate(Some(4.0)), 4.0 * 4_294_967_296.0);
+        assert_eq!(config.announced_hashrate(Some(f64::MAX)), 4_294_967_296.0);
     }
 }

@@ -5,14 +5,16 @@
 //! The miner's upstream channel is opened after `mining.authorize`, with its username as the
 //! channel's `user_identity`, so its shares are credited to its own key.
 
+use hashpool_service::stopped;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ehash::MinerIdentity;
+use ehash::{MinerIdentity, ShareWork};
 use stratum_core::bitcoin::Target;
 use stratum_core::stratum_translation::sv2_to_sv1::{
+    build_sv1_set_difficulty_from_sv2_target,
     build_sv1_set_difficulty_from_sv2_target_with_integer_power_of_two_rounding,
     sv1_advertised_target_from_sv2_target,
 };
@@ -124,7 +126,7 @@ impl Downstream {
             user: None,
             pending_authorize: None,
             registered: false,
-            hashrate: context.config.initial_hashrate,
+            hashrate: context.config.announced_hashrate(None),
             channel: None,
             jobs: JobBook::default(),
             next_sequence: 0,
@@ -342,12 +344,9 @@ impl Downstream {
     }
 
     async fn suggest_difficulty(&mut self, difficulty: f64) -> Result<(), CloseReason> {
-        // The hashrate at which this difficulty gives the pool's share rate.
-        let spm = f64::from(self.context.config.shares_per_minute);
-        let hashrate = (difficulty * 4_294_967_296.0 * spm / 60.0) as f32;
-        if !hashrate.is_finite() || hashrate <= 0.0 {
-            return Ok(());
-        }
+        // The hashrate at which this difficulty gives the pool's share rate, never below the
+        // minimum difficulty's.
+        let hashrate = self.context.config.announced_hashrate(Some(difficulty));
         tracing::info!(difficulty, hashrate, "miner suggests a difficulty");
         self.hashrate = hashrate;
         if self.registered {
@@ -525,10 +524,17 @@ impl Downstream {
     }
 
     async fn send_difficulty(&mut self, target: Target) -> Result<(), CloseReason> {
-        match build_sv1_set_difficulty_from_sv2_target_with_integer_power_of_two_rounding(
-            target,
-            POWER_OF_TWO_FROM,
-        ) {
+        let message = match ShareWork::at_or_below(target) {
+            // The pool's targets are powers of two: tell the miner that difficulty exactly.
+            Some(work) if work.target() == target => {
+                build_sv1_set_difficulty_from_sv2_target(sv1_target_of(work))
+            }
+            _ => build_sv1_set_difficulty_from_sv2_target_with_integer_power_of_two_rounding(
+                target,
+                POWER_OF_TWO_FROM,
+            ),
+        };
+        match message {
             Ok(message) => self.write(message).await,
             Err(error) => {
                 tracing::warn!(?error, "cannot express the channel target as a difficulty");
@@ -662,7 +668,23 @@ impl OwnedJobContext {
 
 /// The target of the difficulty the miner is told for a channel target.
 fn advertised_target(target: Target) -> Target {
-    sv1_advertised_target_from_sv2_target(target, POWER_OF_TWO_FROM).unwrap_or(target)
+    match ShareWork::at_or_below(target) {
+        Some(work) if work.target() == target => sv1_target_of(work),
+        _ => sv1_advertised_target_from_sv2_target(target, POWER_OF_TWO_FROM).unwrap_or(target),
+    }
+}
+
+/// The Sv1 target of the difficulty of `work` (2^(log2-32)): Sv1 difficulty `d` means the target
+/// `0xffff * 2^208 / d`, here `0xffff * 2^(240-log2)`. It is a hair harder than the pool's
+/// `2^(256-log2) - 1`, so every share the miner finds at it is one the pool credits (the miner
+/// misses 1 in 65,536 of the shares the pool would take: Sv1's difficulty 1 is not 2^32 hashes).
+fn sv1_target_of(work: ShareWork) -> Target {
+    let lowest_bit = 240 - usize::from(work.log2());
+    let mut le = [0u8; 32];
+    for bit in lowest_bit..lowest_bit + 16 {
+        le[bit / 8] |= 1 << (bit % 8);
+    }
+    Target::from_le_bytes(le)
 }
 
 /// A per-connection extranonce1: the connection's id, big-endian, in `size` bytes.
@@ -692,11 +714,6 @@ async fn read_lines(
     }
 }
 
-/// Resolves once the translator is shutting down.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,6 +723,19 @@ mod tests {
         assert_eq!(extranonce1_for(0x0102_0304_0506, 4), vec![3, 4, 5, 6]);
         assert_eq!(extranonce1_for(7, 0), Vec::<u8>::new());
         assert_eq!(extranonce1_for(7, 10), vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn power_of_two_targets_are_advertised_at_their_exact_difficulty() {
+        for log2 in ShareWork::MIN.log2()..=ShareWork::MAX.log2() {
+            let work = ShareWork::from_log2(log2).unwrap();
+            let advertised = advertised_target(work.target());
+            assert!(
+                advertised <= work.target(),
+                "2^{log2}: never easier than the pool's"
+            );
+            assert_eq!(advertised.difficulty_float(), work.difficulty(), "2^{log2}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! miners are told (their Sv1 connections stay up), the task reconnects with a doubling backoff,
 //! and every registered miner's channel is opened again.
 
+use hashpool_service::stopped;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -657,9 +658,4 @@ async fn read_messages(
             return;
         }
     }
-}
-
-/// Resolves once the translator is shutting down.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::atomic::Ordering;
 
-use ehash::credited_work;
+use ehash::ShareWork;
 use hashpool_translator::config::DownstreamConfig;
 use serde_json::json;
 use support::{http_get, Stack, Sv1Miner, KEY_A, KEY_B, TEST_HASHRATE};
@@ -36,8 +36,9 @@ async fn sv1_shares_become_quotes_locked_to_the_miners_key() {
         "the test channel is easier than difficulty 1: {difficulty}"
     );
     for create in &creates {
-        // Below difficulty 1 a share's credited work is the minimum, 1.
-        assert_eq!(create.amount, credited_work([0xff; 32]));
+        // The test miner's stated hashrate is far below the pool's minimum difficulty (the least
+        // share the unit expresses, 2^12 hashes): each share earns exactly that, 1.
+        assert_eq!(create.amount, ShareWork::MIN.amount());
         assert_eq!(create.amount, 1);
         assert_eq!(create.unit, "hash");
     }
@@ -53,10 +54,13 @@ async fn sv1_shares_become_quotes_locked_to_the_miners_key() {
     miner
         .wait_until("a new difficulty", |m| m.difficulties.len() > before)
         .await;
+    // Below the minimum: the miner gets the minimum, 2^-20 (as an Sv1 difficulty of the pool's
+    // power-of-two target, within float rounding of it).
     let suggested = *miner.difficulties.last().unwrap();
+    let minimum = ShareWork::MIN.difficulty();
     assert!(
-        (0.5e-8..2.0e-8).contains(&suggested),
-        "difficulty {suggested} follows the suggestion"
+        (suggested / minimum - 1.0).abs() < 1e-3,
+        "difficulty {suggested} is the minimum {minimum}"
     );
     miner.mine_accepted(1).await;
 
@@ -71,6 +75,9 @@ async fn sv1_shares_become_quotes_locked_to_the_miners_key() {
     stack.shutdown().await;
 }
 
+/// Bob's suggested difficulty: above the test pool's minimum (2^-20), quick to mine.
+const BOB_SUGGESTS: f64 = 1.0 / 65_536.0;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_miners_each_earn_for_their_own_key() {
     let stack = Stack::start("translator-two").await;
@@ -79,7 +86,7 @@ async fn two_miners_each_earn_for_their_own_key() {
     let mut bob = Sv1Miner::connect(stack.sv1_address()).await;
     bob.configure().await;
     bob.subscribe().await;
-    bob.call("mining.suggest_difficulty", json!([1.0e-8]))
+    bob.call("mining.suggest_difficulty", json!([BOB_SUGGESTS]))
         .await
         .unwrap();
     bob.authorize(&format!("{KEY_B}.rig2")).await.unwrap();
@@ -107,13 +114,15 @@ async fn two_miners_each_earn_for_their_own_key() {
     }
     let alice_difficulty = alice.difficulties[0];
     let bob_difficulty = bob.difficulties[0];
-    let expected_alice = TEST_HASHRATE as f64 * 5.0 / 4_294_967_296.0;
+    // Alice's initial hashrate is below the minimum: she mines at it. Bob's suggestion is above
+    // it: he mines at the power of two at or above it (float rounding aside).
+    let minimum = ShareWork::MIN.difficulty();
     assert!(
-        (0.5 * expected_alice..2.0 * expected_alice).contains(&alice_difficulty),
-        "the initial hashrate sets {alice_difficulty}"
+        (alice_difficulty / minimum - 1.0).abs() < 1e-3,
+        "the minimum sets {alice_difficulty}"
     );
     assert!(
-        (0.5e-8..2.0e-8).contains(&bob_difficulty),
+        (0.999 * BOB_SUGGESTS..=4.0 * BOB_SUGGESTS).contains(&bob_difficulty),
         "the suggestion sets {bob_difficulty}"
     );
     stack.shutdown().await;

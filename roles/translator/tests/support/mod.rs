@@ -40,6 +40,7 @@ impl Stack {
             test,
             DownstreamConfig {
                 initial_hashrate: TEST_HASHRATE,
+                minimum_difficulty: ehash::ShareWork::MIN.difficulty(),
                 ..DownstreamConfig::default()
             },
         )
