@@ -67,7 +67,13 @@ pub async fn run_device_reconnecting(
     let mut delay = FIRST_RECONNECT_DELAY;
     loop {
         let started = std::time::Instant::now();
-        match run_device(config.clone(), stats.clone(), shutdown.clone()).await {
+        // Whatever the device is waiting on (a handshake, a pool that stopped reading), shutdown
+        // ends it: dropping the session stops its hashing threads (see `StopOnDrop`).
+        let session = tokio::select! {
+            session = run_device(config.clone(), stats.clone(), shutdown.clone()) => session,
+            _ = hashpool_service::stopped(&mut shutdown) => return Ok(()),
+        };
+        match session {
             Ok(()) => return Ok(()),
             Err(refused @ DeviceError::Refused(_)) => return Err(refused),
             Err(DeviceError::Connection(error)) => {
@@ -79,7 +85,7 @@ pub async fn run_device_reconnecting(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return Ok(()),
+            _ = hashpool_service::stopped(&mut shutdown) => return Ok(()),
         }
         delay = (delay * 2).min(MAX_RECONNECT_DELAY);
     }
@@ -117,14 +123,14 @@ pub async fn run_device(
     });
 
     let shared = Arc::new(SharedWork::default());
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let (found_tx, mut found) = mpsc::channel::<(u64, Work, u32)>(256);
     let threads = config.threads.max(1);
     let hashers: Vec<_> = (0..threads)
         .map(|index| {
             let (shared, stop, found_tx, stats) = (
                 shared.clone(),
-                stop.clone(),
+                stop.0.clone(),
                 found_tx.clone(),
                 stats.clone(),
             );
@@ -174,15 +180,27 @@ pub async fn run_device(
                     break Err(DeviceError::Connection(error));
                 }
             }
-            _ = shutdown.changed() => break Ok(()),
+            _ = hashpool_service::stopped(&mut shutdown) => break Ok(()),
         }
     };
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     reader_task.abort();
+    // A hasher blocked on a full queue of found shares is released by closing the queue.
+    drop(found);
     for hasher in hashers {
         let _ = tokio::task::spawn_blocking(move || hasher.join()).await;
     }
     result
+}
+
+/// Tells the hashing threads to stop when the session ends, however it ends (returned, or
+/// dropped at shutdown while waiting on the pool).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// One hashing thread's part of the search.
@@ -246,7 +264,12 @@ fn hash_loop(
             let Some(nonce) = work.search(from as u32, (end - from) as u32) else {
                 break;
             };
-            let _ = found.blocking_send((*generation, work.clone(), nonce));
+            if found
+                .blocking_send((*generation, work.clone(), nonce))
+                .is_err()
+            {
+                return;
+            }
             from = u64::from(nonce) + 1;
         }
         stats.hashes.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
