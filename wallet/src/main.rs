@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hashpool_wallet::{
-    BatchDone, MinerWallet, MintOptions, MintReport, WalletDir, WalletError, WalletKeys,
+    BatchDone, MinerWallet, MintOptions, MintReport, Waiting, WalletDir, WalletError, WalletKeys,
 };
 
 /// The hashpool miner's wallet: your locking key, your quotes, your ecash (unit: hash).
@@ -136,8 +136,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Pubkey => println!("{}", WalletKeys::load(&dir)?.pubkey()),
         Command::Quotes { json } => {
             let wallet = open(&dir, &args.mint).await?;
-            list_quotes(&wallet, json).await?;
-            explain_waiting(&wallet, None).await?;
+            let waiting = list_quotes(&wallet, json).await?;
+            explain_waiting(waiting);
+            explain_pending(&wallet).await?;
         }
         Command::Mint { batches } => {
             let wallet = open(&dir, &args.mint).await?;
@@ -158,9 +159,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{} hash", wallet.balance().await?);
             // What is waiting goes to stderr: stdout stays the one figure scripts read.
             match wallet.waiting().await {
-                Ok(waiting) => explain_waiting(&wallet, Some(waiting)).await?,
+                Ok(waiting) => explain_waiting(waiting),
                 Err(error) => eprintln!("(cannot ask the mint what is waiting: {error})"),
             }
+            explain_pending(&wallet).await?;
         }
         Command::Send { amount } => {
             let wallet = open(&dir, &args.mint).await?;
@@ -223,9 +225,11 @@ fn explain_recovery(report: &MintReport) {
     }
 }
 
-/// Prints the quotes page by page as the mint answers them, never all at once.
-async fn list_quotes(wallet: &MinerWallet, json: bool) -> anyhow::Result<()> {
+/// Prints the quotes page by page as the mint answers them, never all at once; returns what
+/// is waiting among them.
+async fn list_quotes(wallet: &MinerWallet, json: bool) -> anyhow::Result<Waiting> {
     let mut pages = wallet.quote_pages();
+    let mut waiting = Waiting::default();
     let mut first = true;
     if json {
         print!("[");
@@ -236,6 +240,7 @@ async fn list_quotes(wallet: &MinerWallet, json: bool) -> anyhow::Result<()> {
         );
     }
     while let Some(page) = pages.next_page().await? {
+        waiting.add(&page);
         for quote in &page {
             if json {
                 let separator = if first { "\n" } else { ",\n" };
@@ -258,22 +263,19 @@ async fn list_quotes(wallet: &MinerWallet, json: bool) -> anyhow::Result<()> {
             wallet.pubkey()
         );
     }
-    Ok(())
+    Ok(waiting)
 }
 
-/// What is waiting at the mint and what is mid-recovery, on stderr.
-async fn explain_waiting(
-    wallet: &MinerWallet,
-    waiting: Option<hashpool_wallet::Waiting>,
-) -> anyhow::Result<()> {
-    let waiting = match waiting {
-        Some(waiting) => waiting,
-        None => wallet.waiting().await?,
-    };
+/// What is waiting at the mint, on stderr.
+fn explain_waiting(waiting: Waiting) {
     eprintln!(
         "waiting: {} PAID quotes ({} hash) not yet minted; {} quotes not yet PAID",
         waiting.paid_quotes, waiting.paid_amount, waiting.unpaid_quotes
     );
+}
+
+/// Mint requests an earlier run left unresolved (from the wallet's store: works offline).
+async fn explain_pending(wallet: &MinerWallet) -> anyhow::Result<()> {
     let pending = wallet.pending_recovery().await?;
     if pending.requests > 0 {
         eprintln!(
