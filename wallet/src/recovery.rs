@@ -72,20 +72,23 @@ impl MinerWallet {
             .await
             .map_err(|error| self.reachability(error.into()))?;
         let mut recovery = Recovery::default();
+        let mut gone = 0;
         for saga in &before {
             if self.wallet.localstore.get_saga(&saga.id).await?.is_some() {
                 recovery.unresolved += 1;
                 continue;
             }
+            gone += 1;
             self.wallet.localstore.release_mint_quote(&saga.id).await?;
             for quote in saga_quotes(saga) {
                 self.wallet.localstore.remove_mint_quote(&quote).await?;
             }
         }
-        // cdk counts every kind of saga it resumed; in this wallet only mints leave sagas
-        // behind (a send or receive that died is resumed the same way and counted here too).
-        recovery.recovered = report.recovered;
-        recovery.released = report.compensated;
+        // cdk's report counts sagas of every kind, and a request the mint refused on replay as
+        // too large as "failed" although cdk released it; per mint saga, what is gone was either
+        // recovered (ecash restored) or released.
+        recovery.recovered = report.recovered.min(gone);
+        recovery.released = gone - recovery.recovered;
         if !before.is_empty() {
             tracing::info!(
                 recovered = recovery.recovered,

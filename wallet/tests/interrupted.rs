@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_settled, share_amounts, wait_for_output, wallet_side, Stack};
+use std::sync::atomic::Ordering;
+
+use common::{assert_settled, share_amounts, wait_for_output, wallet_side, CuttingProxy, Stack};
 
 /// Enough quotes for several batches at the mint's advertised size.
 const QUOTES: usize = 1500;
@@ -120,6 +122,60 @@ async fn a_batch_refused_as_too_large_is_split_and_nothing_stays_reserved() {
     assert!(
         String::from_utf8_lossy(&output.stdout).contains(&format!("balance {total} hash")),
         "{stderr}"
+    );
+    assert_settled(&stack, QUOTES, total).await;
+}
+
+/// The wallet of the issue: a batch far over the mint's body limit was sent and the answer never
+/// came (here the connection drops mid-request), so cdk's saga stayed `MintRequested` with those
+/// quotes reserved. The next `wallet mint` replays it, the mint refuses it as too large (11015),
+/// cdk releases the quotes, and everything is minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_oversized_batch_whose_answer_was_lost_is_released_and_minted() {
+    let mut stack = Stack::start("wallet-stuck-oversized").await;
+    let total = stack.pay_quotes(&share_amounts(QUOTES)).await;
+    stack.wait_stream_applied(Duration::from_secs(120)).await;
+    let proxy = CuttingProxy::start(&stack.mint_url).await;
+
+    proxy.cut_over.store(200 * 1024, Ordering::SeqCst);
+    let mut oversized = stack.wallet_command_via(
+        &proxy.url,
+        &[
+            "mint",
+            "--batch-size",
+            "1000",
+            "--max-request-bytes",
+            "100000000",
+        ],
+    );
+    let output = tokio::task::spawn_blocking(move || oversized.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot reach the mint"), "{stderr}");
+    let stuck = wallet_side(&stack.wallet_dir()).await;
+    assert_eq!(stuck.incomplete_sagas, 1, "{stuck:?}");
+    assert!(
+        stuck.reserved_quotes > 297,
+        "more quotes reserved than the mint takes in a batch: {stuck:?}"
+    );
+    assert_eq!(stuck.unspent, 0);
+
+    proxy.cut_over.store(0, Ordering::SeqCst);
+    let mut again = stack.wallet_command_via(&proxy.url, &["mint"]);
+    let output = tokio::task::spawn_blocking(move || again.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("balance {total} hash")),
+        "{stdout}"
     );
     assert_settled(&stack, QUOTES, total).await;
 }

@@ -208,12 +208,17 @@ claim_idle_ms = 300
     }
 
     pub fn wallet_command(&self, args: &[&str]) -> std::process::Command {
+        self.wallet_command_via(&self.mint_url, args)
+    }
+
+    /// The wallet talking to the mint at `mint_url` (a proxy in front of it).
+    pub fn wallet_command_via(&self, mint_url: &str, args: &[&str]) -> std::process::Command {
         let mut command = std::process::Command::new(workspace_binary("wallet"));
         command
             .arg("--dir")
             .arg(self.wallet_dir())
             .arg("--mint")
-            .arg(&self.mint_url)
+            .arg(mint_url)
             .args(args);
         command
     }
@@ -397,4 +402,75 @@ pub async fn wait_for_output(process: &mut Process, text: &str, timeout: Duratio
 pub fn share_amounts(count: usize) -> Vec<u64> {
     const LEVELS: [u64; 4] = [256, 512, 768, 1024];
     (0..count).map(|i| LEVELS[i % LEVELS.len()]).collect()
+}
+
+/// A TCP proxy in front of the mint that can cut connections, as a network failure does: while
+/// `cut_over` is non-zero, a connection whose client has sent more than that many bytes is
+/// closed on both sides (the rest of the request never reaches the mint, no answer reaches the
+/// client). Zero passes everything through.
+pub struct CuttingProxy {
+    pub url: String,
+    pub cut_over: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    pub async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cut_over = Arc::new(AtomicUsize::new(0));
+        let limit = cut_over.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let limit = limit.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let upward = async {
+                        let mut sent = 0usize;
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let read = match client_read.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(read) => read,
+                            };
+                            sent += read;
+                            let cut = limit.load(Ordering::SeqCst);
+                            if cut > 0 && sent > cut {
+                                return; // dropping both halves closes both connections
+                            }
+                            if server_write.write_all(&buffer[..read]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let downward = tokio::io::copy(&mut server_read, &mut client_write);
+                    tokio::select! {
+                        _ = upward => {}
+                        _ = downward => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url,
+            cut_over,
+            task,
+        }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
