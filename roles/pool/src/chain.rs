@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,7 +149,8 @@ impl TemplateStore {
 /// Follows bitcoind: polls the tip every `poll` and publishes a new template when it changes (and
 /// every [`TEMPLATE_REFRESH`] otherwise). Runs on its own thread: RPC calls block.
 pub struct TemplateFeed {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread: its wait between polls ends at once.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -162,15 +162,14 @@ impl TemplateFeed {
         store: TemplateStore,
     ) -> (Self, watch::Receiver<Option<Arc<Template>>>) {
         let (sender, receiver) = watch::channel(None);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let (stop, stopping) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("template-feed".into())
             .spawn(move || follow_tip(&rpc, &payout, poll, &store, &sender, &stopping))
             .expect("a thread can be spawned");
         (
             Self {
-                stop,
+                stop: Some(stop),
                 thread: Some(thread),
             },
             receiver,
@@ -180,7 +179,7 @@ impl TemplateFeed {
 
 impl Drop for TemplateFeed {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -193,13 +192,13 @@ fn follow_tip(
     poll: Duration,
     store: &TemplateStore,
     sender: &watch::Sender<Option<Arc<Template>>>,
-    stop: &AtomicBool,
+    stop: &std::sync::mpsc::Receiver<()>,
 ) {
     let mut next_id = 1u64;
     let mut tip: Option<BlockHash> = None;
     let mut built_at = Instant::now();
     let mut failing = false;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         let result = rpc.call(|client| {
             let best = client.get_best_block_hash()?;
             if tip == Some(best) && built_at.elapsed() < TEMPLATE_REFRESH {
@@ -239,7 +238,13 @@ fn follow_tip(
                 }
             }
         }
-        std::thread::sleep(poll);
+        // Sleeps `poll`, or less when the feed is dropped (its sender gone).
+        if !matches!(
+            stop.recv_timeout(poll),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        ) {
+            return;
+        }
     }
 }
 
