@@ -69,6 +69,13 @@ impl Stack {
         Self::start_configured(test, |config| config.redis.url = redis_url.to_owned()).await
     }
 
+    /// A pool that stays on the tip it starts on for the whole test. On regtest every share is
+    /// also a block, which moves bitcoind's tip; a pool following the tip would make a test's
+    /// later shares stale, sooner or later depending on the machine's load.
+    async fn start_on_one_tip(test: &str) -> Self {
+        Self::start_configured(test, |config| config.bitcoind.template_poll_ms = 600_000).await
+    }
+
     /// A pool on the shared Redis, configured by `configure` after the test defaults.
     async fn start_configured(test: &str, configure: impl FnOnce(&mut PoolConfig)) -> Self {
         let node = Bitcoind::start().unwrap();
@@ -200,6 +207,11 @@ impl Miner {
                 .await
                 .unwrap();
         }
+        self.replies(count).await
+    }
+
+    /// The next `count` answers to shares, in order, skipping job updates.
+    async fn replies(&mut self, count: usize) -> Vec<MiningOwned> {
         let mut replies = Vec::new();
         while replies.len() < count {
             match self.next_mining().await {
@@ -345,32 +357,39 @@ async fn bad_shares_get_the_spec_error_codes_and_no_quote() {
     let (reply, _) = hard.submit(wrong_channel).await;
     assert_eq!(error_code(&reply), "invalid-channel-id");
 
-    // The same valid share twice is a duplicate. On regtest the share is also a block, which
-    // moves the tip; sent together, both are answered on this tip.
-    let mut easy = Miner::open(&stack, KEY, 0.01).await;
-    let work = easy.jobs.work().unwrap().clone();
-    let nonce = find_nonce(|nonce| work.meets_target(nonce));
-    let replies = easy
-        .submit_all(vec![work.share(0, nonce), work.share(1, nonce)])
-        .await;
-    assert!(
-        matches!(replies[0], MiningOwned::SubmitSharesSuccess(_)),
-        "{replies:?}"
-    );
-    assert_eq!(error_code(&replies[1]), "duplicate-share");
-
-    // A new tip makes the old job stale.
+    // A new tip makes the old job stale, whatever the share.
     stack.node.mine(1).unwrap();
     loop {
-        if let MiningOwned::SetNewPrevHash(_) = easy.next_mining().await {
+        if let MiningOwned::SetNewPrevHash(_) = hard.next_mining().await {
             break;
         }
     }
-    let stale_nonce = find_nonce(|candidate| candidate != nonce && work.meets_target(candidate));
-    let (reply, _) = easy.submit(work.share(2, stale_nonce)).await;
+    let (reply, _) = hard.submit(work.share(3, nonce)).await;
     assert_eq!(error_code(&reply), "stale-share");
 
-    // Only the one valid share made quotes.
+    // None of them made a quote.
+    assert_eq!(
+        stack.pool.metrics().shares_accepted.load(Ordering::Relaxed),
+        0
+    );
+    assert!(stack.stream_messages().await.is_empty());
+    stack.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_sent_twice_is_a_duplicate_and_makes_one_quote() {
+    let stack = Stack::start_on_one_tip("pool-duplicate").await;
+    let mut miner = Miner::open(&stack, KEY, 0.01).await;
+    let work = miner.jobs.work().unwrap().clone();
+    let nonce = find_nonce(|nonce| work.meets_target(nonce));
+    let (first, _) = miner.submit(work.share(0, nonce)).await;
+    assert!(
+        matches!(first, MiningOwned::SubmitSharesSuccess(_)),
+        "{first:?}"
+    );
+    let (second, _) = miner.submit(work.share(1, nonce)).await;
+    assert_eq!(error_code(&second), "duplicate-share");
+
     let quotes = stack.pool.quote_metrics().clone();
     wait_for("quotes published", || {
         quotes.published.load(Ordering::Relaxed) == 2
@@ -382,7 +401,10 @@ async fn bad_shares_get_the_spec_error_codes_and_no_quote() {
         .into_iter()
         .filter(|message| matches!(message, QuoteMessage::Create(_)))
         .count();
-    assert_eq!(creates, 1);
+    assert_eq!(
+        creates, 1,
+        "one quote for the share, none for its duplicate"
+    );
     stack.pool.shutdown().await;
 }
 

@@ -44,9 +44,9 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
     );
     config.vardiff.shares_per_minute = 60.0;
     // On regtest every share is also a block, so the tip would move with every share and both
-    // devices would lose work to stale jobs. A slow tip poll keeps one tip for most of the run:
-    // the blocks after the first are stale candidates the pool does not submit.
-    config.bitcoind.template_poll_ms = 10_000;
+    // devices would lose work to stale jobs. A tip poll slower than the run keeps the pool on one
+    // tip: the blocks after the first are stale candidates the pool does not submit.
+    config.bitcoind.template_poll_ms = 600_000;
     let pool = Pool::start(config).await.unwrap();
     let mint = MintServer::start(MintConfig {
         listen_address: "127.0.0.1:0".parse().unwrap(),
@@ -88,6 +88,11 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
     stop.send(true).unwrap();
     honest_task.await.unwrap().unwrap();
     liar_task.await.unwrap().unwrap();
+    // The pool answers every share a device sent before it sees the device's connection close.
+    wait_for("the pool saw both devices leave", || {
+        pool.metrics().connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
 
     let stats = pool.metrics().stats(pool.quote_metrics());
     let miner = |key: &str| {

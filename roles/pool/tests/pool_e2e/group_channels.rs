@@ -58,7 +58,7 @@ async fn open(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_standard_channels_mine_on_one_group_channel() {
-    let stack = Stack::start("pool-group").await;
+    let stack = Stack::start_on_one_tip("pool-group").await;
     // No REQUIRES_STANDARD_JOBS: the device takes extended jobs for its standard channels.
     let (mut connection, _) = connect_with_flags(&stack, 0).await;
     let mut seen = Seen::default();
@@ -117,14 +117,15 @@ async fn two_standard_channels_mine_on_one_group_channel() {
     };
     // Sent at once, so all three are answered on this tip: the first, from the second channel,
     // is the block that reaches bitcoind; the other two are shares (and stale candidates).
-    let mut hashes = Vec::new();
-    for success in [&second, &first, &second] {
-        let (share, hash) = submit(success);
+    let (shares, hashes): (Vec<_>, Vec<_>) = [&second, &first, &second]
+        .into_iter()
+        .map(&mut submit)
+        .unzip();
+    for share in shares {
         connection
             .send_mining(MiningOwned::SubmitSharesStandard(share))
             .await
             .unwrap();
-        hashes.push(hash);
     }
     let mut answer = Vec::new();
     while answer.len() < hashes.len() {

@@ -99,7 +99,7 @@ async fn tip_version_after(stack: &Stack, height: u64) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_channels_roll_bip320_bits_and_nothing_else() {
-    let stack = Stack::start("pool-vr-standard").await;
+    let stack = Stack::start_on_one_tip("pool-vr-standard").await;
     let (mut connection, flags) =
         connect_with_flags(&stack, REQUIRES_STANDARD_JOBS | REQUIRES_VERSION_ROLLING).await;
     assert_eq!(
@@ -167,7 +167,7 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_channels_roll_bip320_bits_and_nothing_else() {
-    let stack = Stack::start("pool-vr-extended").await;
+    let stack = Stack::start_on_one_tip("pool-vr-extended").await;
     let (mut connection, flags) = connect_with_flags(&stack, REQUIRES_VERSION_ROLLING).await;
     assert_eq!(flags & REQUIRES_FIXED_VERSION, 0);
     connection
