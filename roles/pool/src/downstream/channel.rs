@@ -1,0 +1,198 @@
+//! A channel of a connection: its channels_sv2 state, its jobs' targets, its shares.
+
+use stratum_apps::stratum_core::channels_sv2::server::error::{
+    ExtendedChannelError, GroupChannelError, StandardChannelError,
+};
+
+use super::*;
+
+/// What channels_sv2 refused, for a channel of either type or the connection's group channel.
+#[derive(Debug, Error)]
+pub(super) enum ChannelError {
+    #[error("standard channel: {0:?}")]
+    Standard(StandardChannelError),
+    #[error("extended channel: {0:?}")]
+    Extended(ExtendedChannelError),
+    #[error("group channel: {0:?}")]
+    Group(GroupChannelError),
+    #[error("no future job was made for template {0}")]
+    NoFutureJob(u64),
+}
+
+/// Credit and block data remembered per job: the target the job was sent with, its template.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JobInfo {
+    pub(super) target: Target,
+    pub(super) template_id: u64,
+    pub(super) height: u64,
+}
+
+/// A share of either channel type.
+pub(super) enum Submission {
+    Standard(SubmitSharesStandard),
+    Extended(SubmitSharesExtendedOwned),
+}
+
+impl Submission {
+    /// (channel id, sequence number, job id)
+    pub(super) fn ids(&self) -> (u32, u32, u32) {
+        match self {
+            Submission::Standard(share) => (share.channel_id, share.sequence_number, share.job_id),
+            Submission::Extended(share) => (share.channel_id, share.sequence_number, share.job_id),
+        }
+    }
+
+    /// (version, ntime, nonce): what the block header needs beyond the job.
+    pub(super) fn header_fields(&self) -> (u32, u32, u32) {
+        match self {
+            Submission::Standard(share) => (share.version, share.ntime, share.nonce),
+            Submission::Extended(share) => (share.version, share.ntime, share.nonce),
+        }
+    }
+}
+
+pub(super) enum ChannelKind {
+    Standard(Box<StandardChannel>),
+    Extended(Box<ExtendedChannel>),
+}
+
+impl ChannelKind {
+    pub(super) fn target(&self) -> Target {
+        match self {
+            ChannelKind::Standard(channel) => *channel.get_target(),
+            ChannelKind::Extended(channel) => *channel.get_target(),
+        }
+    }
+
+    pub(super) fn requested_max_target(&self) -> Target {
+        match self {
+            ChannelKind::Standard(channel) => *channel.get_requested_max_target(),
+            ChannelKind::Extended(channel) => *channel.get_requested_max_target(),
+        }
+    }
+
+    /// Replaces the target channels_sv2 chose for the channel's hashrate with the nearest power
+    /// of two (see [`ShareWork`]), so every share proves an exact number of units, but never
+    /// easier than the pool's `minimum` nor than the miner's own `max_target`: no miner gets a
+    /// target easier than the minimum, whatever hashrate or `max_target` it announced. `None`
+    /// (target unchanged) when the `max_target` is harder than any power of two the unit
+    /// expresses.
+    pub(super) fn settle_target(&mut self, minimum: ShareWork) -> Option<ShareWork> {
+        let miners_limit = ShareWork::at_or_below(self.requested_max_target())?;
+        let work = ShareWork::nearest(self.target())
+            .max(minimum)
+            .max(miners_limit);
+        let set = match self {
+            ChannelKind::Standard(channel) => channel.set_target(work.target()).is_ok(),
+            ChannelKind::Extended(channel) => channel.set_target(work.target()).is_ok(),
+        };
+        set.then_some(work)
+    }
+}
+
+pub(super) struct Channel {
+    pub(super) kind: ChannelKind,
+    /// A standard channel whose jobs come through the connection's group channel.
+    pub(super) grouped: bool,
+    pub(super) identity: MinerIdentity,
+    pub(super) vardiff: VardiffState,
+    pub(super) jobs: HashMap<u32, JobInfo>,
+}
+
+impl Channel {
+    pub(super) fn target(&self) -> Target {
+        self.kind.target()
+    }
+
+    pub(super) fn accounting(&self) -> &ShareAccounting {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel.get_share_accounting(),
+            ChannelKind::Extended(channel) => channel.get_share_accounting(),
+        }
+    }
+
+    pub(super) fn active_job_message(&self) -> Option<MiningOwned> {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel
+                .get_active_job()
+                .map(|job| MiningOwned::NewMiningJob(job.get_job_message().clone())),
+            ChannelKind::Extended(channel) => channel
+                .get_active_job()
+                .map(|job| MiningOwned::NewExtendedMiningJob(job.get_job_message().clone())),
+        }
+    }
+
+    pub(super) fn future_job_message(&self, template_id: u64) -> Option<MiningOwned> {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel
+                .get_future_job_id_from_template_id(template_id)
+                .and_then(|id| channel.get_future_job(id))
+                .map(|job| MiningOwned::NewMiningJob(job.get_job_message().clone())),
+            ChannelKind::Extended(channel) => channel
+                .get_future_job_id_from_template_id(template_id)
+                .and_then(|id| channel.get_future_job(id))
+                .map(|job| MiningOwned::NewExtendedMiningJob(job.get_job_message().clone())),
+        }
+    }
+
+    pub(super) fn apply_template(
+        &mut self,
+        template: &Template,
+        future: bool,
+    ) -> Result<(), ChannelError> {
+        let new_template = template.new_template(future);
+        let outputs = template.reward_outputs.clone();
+        match &mut self.kind {
+            ChannelKind::Standard(channel) => channel
+                .on_new_template(new_template, outputs)
+                .map_err(ChannelError::Standard),
+            ChannelKind::Extended(channel) => channel
+                .on_new_template(new_template, outputs)
+                .map_err(ChannelError::Extended),
+        }
+    }
+
+    pub(super) fn apply_prev_hash(&mut self, template: &Template) -> Result<(), ChannelError> {
+        let prev_hash = template.set_new_prev_hash();
+        match &mut self.kind {
+            ChannelKind::Standard(channel) => channel
+                .on_set_new_prev_hash(prev_hash)
+                .map_err(ChannelError::Standard),
+            ChannelKind::Extended(channel) => channel
+                .on_set_new_prev_hash(prev_hash)
+                .map_err(ChannelError::Extended),
+        }
+    }
+
+    /// Records the job that is now active with the channel's current target.
+    pub(super) fn remember_active_job(&mut self, template: &Template) -> Option<u32> {
+        let job_id = match self.active_job_message()? {
+            MiningOwned::NewMiningJob(job) => job.job_id,
+            MiningOwned::NewExtendedMiningJob(job) => job.job_id,
+            _ => return None,
+        };
+        self.jobs.insert(
+            job_id,
+            JobInfo {
+                target: self.target(),
+                template_id: template.id,
+                height: template.height,
+            },
+        );
+        Some(job_id)
+    }
+}
+
+pub(super) fn prev_hash_message(
+    channel_id: u32,
+    job_id: u32,
+    template: &Template,
+) -> MiningSetNewPrevHash {
+    MiningSetNewPrevHash {
+        channel_id,
+        job_id,
+        prev_hash: template.prev_hash.to_byte_array().into(),
+        min_ntime: template.time,
+        nbits: template.bits,
+    }
+}
