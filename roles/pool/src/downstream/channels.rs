@@ -70,25 +70,13 @@ impl Downstream {
             POOL_TAG.to_owned(),
             None,
         );
-        let channel = match channel {
-            Ok(channel) => channel,
-            Err(error) => {
-                let code = standard_open_error_code(&error);
-                return self.refuse_channel(open.request_id, code).await;
-            }
+        let made = channel
+            .map(|channel| ChannelKind::Standard(Box::new(channel)))
+            .map_err(|error| standard_open_error_code(&error));
+        let kind = match self.settled(made) {
+            Ok(kind) => kind,
+            Err(code) => return self.refuse_channel(open.request_id, code).await,
         };
-        let mut kind = ChannelKind::Standard(Box::new(channel));
-        if kind
-            .settle_target(self.context.minimum_share_work)
-            .is_none()
-        {
-            return self
-                .refuse_channel(
-                    open.request_id,
-                    ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
-                )
-                .await;
-        }
         let ChannelKind::Standard(channel) = &kind else {
             unreachable!("made above")
         };
@@ -122,6 +110,18 @@ impl Downstream {
             .await?;
         self.add_channel(channel_id, kind, group_channel_id != 0, identity)
             .await
+    }
+
+    /// A channel channels_sv2 made for a miner, with its target settled on a power of two (see
+    /// [`ChannelKind::settle_target`]), or the OpenMiningChannel.Error code to refuse it with.
+    fn settled(
+        &self,
+        made: Result<ChannelKind, &'static str>,
+    ) -> Result<ChannelKind, &'static str> {
+        let mut kind = made?;
+        kind.settle_target(self.context.minimum_share_work)
+            .ok_or(ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE)?;
+        Ok(kind)
     }
 
     pub(super) async fn open_extended(
@@ -167,25 +167,13 @@ impl Downstream {
             POOL_TAG.to_owned(),
             None,
         );
-        let channel = match channel {
-            Ok(channel) => channel,
-            Err(error) => {
-                let code = extended_open_error_code(&error);
-                return self.refuse_channel(open.request_id, code).await;
-            }
+        let made = channel
+            .map(|channel| ChannelKind::Extended(Box::new(channel)))
+            .map_err(|error| extended_open_error_code(&error));
+        let kind = match self.settled(made) {
+            Ok(kind) => kind,
+            Err(code) => return self.refuse_channel(open.request_id, code).await,
         };
-        let mut kind = ChannelKind::Extended(Box::new(channel));
-        if kind
-            .settle_target(self.context.minimum_share_work)
-            .is_none()
-        {
-            return self
-                .refuse_channel(
-                    open.request_id,
-                    ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
-                )
-                .await;
-        }
         let ChannelKind::Extended(channel) = &kind else {
             unreachable!("made above")
         };
