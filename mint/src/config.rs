@@ -34,6 +34,28 @@ impl Default for MintConfig {
     }
 }
 
+impl MintConfig {
+    /// A mint on an ephemeral 127.0.0.1 port with its seed, SQLite store and logs under
+    /// `data_dir`, reading `stream` every 100 ms: the mint tests and tools start in-process.
+    pub fn ephemeral(data_dir: &std::path::Path, stream: String) -> Self {
+        Self {
+            listen_address: "127.0.0.1:0".parse().expect("a socket address"),
+            log_dir: data_dir.join("logs"),
+            seed_file: data_dir.join("seed"),
+            database: DatabaseConfig {
+                sqlite_path: data_dir.join("mint.sqlite"),
+                postgres_url: None,
+            },
+            redis: ConsumerConfig {
+                stream,
+                block_ms: 100,
+                ..ConsumerConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// The mint store: a SQLite file unless a PostgreSQL URL is given.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

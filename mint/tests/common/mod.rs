@@ -16,7 +16,7 @@ use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::Wallet;
 use cdk::Amount;
 use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ShareHash};
-use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
+use hashpool_mint::config::ConsumerConfig;
 use hashpool_mint::{MintConfig, MintServer};
 use redis::AsyncCommands;
 use tempfile::TempDir;
@@ -26,22 +26,14 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A mint on its own store and stream, listening on a free port.
 pub fn mint_config(dir: &Path, stream: &str, consumer_name: &str) -> MintConfig {
+    let mint = MintConfig::ephemeral(dir, stream.to_owned());
     MintConfig {
-        listen_address: "127.0.0.1:0".parse().unwrap(),
-        log_dir: dir.join("logs"),
-        seed_file: dir.join("seed"),
-        database: DatabaseConfig {
-            sqlite_path: dir.join("mint.sqlite"),
-            postgres_url: None,
-        },
         redis: ConsumerConfig {
-            stream: stream.to_owned(),
             consumer_name: Some(consumer_name.to_owned()),
-            block_ms: 100,
             claim_idle_ms: 300,
-            ..ConsumerConfig::default()
+            ..mint.redis
         },
-        ..MintConfig::default()
+        ..mint
     }
 }
 

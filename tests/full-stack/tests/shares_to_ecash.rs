@@ -12,7 +12,6 @@ use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
 use cdk::wallet::WalletBuilder;
 use cdk::Amount;
 use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
-use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
@@ -37,22 +36,9 @@ async fn wallet_mints_exactly_the_credited_work_of_accepted_shares() {
     ))
     .await
     .unwrap();
-    let mint = MintServer::start(MintConfig {
-        listen_address: "127.0.0.1:0".parse().unwrap(),
-        seed_file: dir.path().join("seed"),
-        database: DatabaseConfig {
-            sqlite_path: dir.path().join("mint.sqlite"),
-            postgres_url: None,
-        },
-        redis: ConsumerConfig {
-            stream,
-            block_ms: 100,
-            ..ConsumerConfig::default()
-        },
-        ..MintConfig::default()
-    })
-    .await
-    .unwrap();
+    let mint = MintServer::start(MintConfig::ephemeral(dir.path(), stream))
+        .await
+        .unwrap();
 
     // The miner's wallet key is its channel identity.
     let secret = SecretKey::generate();
