@@ -86,8 +86,43 @@ pub async fn router(
     Ok(cashu
         .merge(ours)
         .layer(middleware::from_fn(refuse_http_quotes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            drain_oversized,
+        ))
         .layer(middleware::from_fn_with_state(state, cashu_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes)))
+}
+
+/// How much of an oversized request body the mint reads (and discards) before refusing it.
+const DRAIN_FACTOR: usize = 16;
+
+/// Refuses a request whose declared body is over the limit with 413, after reading it (up to
+/// [`DRAIN_FACTOR`] times the limit, discarded as it comes).
+///
+/// Refused unread, the body is still in flight when the mint answers and closes the connection:
+/// the client's write then fails with a reset, often before it reads the 413, and it cannot tell
+/// a refusal from a lost request. A cdk wallet then keeps the request's quotes reserved, and its
+/// next recovery replays the same oversized request into the same race.
+async fn drain_oversized(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared.is_none_or(|length| length <= state.max_body_bytes) {
+        return next.run(request).await;
+    }
+    let cap = state.max_body_bytes.saturating_mul(DRAIN_FACTOR);
+    let mut body = request.into_body().into_data_stream();
+    let mut drained = 0usize;
+    while drained <= cap {
+        match futures::StreamExt::next(&mut body).await {
+            Some(Ok(chunk)) => drained += chunk.len(),
+            _ => break,
+        }
+    }
+    StatusCode::PAYLOAD_TOO_LARGE.into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {
