@@ -82,6 +82,11 @@ impl ShareWork {
             .find(|work| work.target() <= target)
     }
 
+    /// The work of `target` if it is exactly one of the power-of-two targets, else `None`.
+    pub fn of_target(target: Target) -> Option<Self> {
+        Self::at_or_below(target).filter(|work| work.target() == target)
+    }
+
     /// The power-of-two work nearest to what `target` proves (to the nearest power of two on a
     /// log scale), clamped to what the unit expresses: for turning a target chosen for a share
     /// rate into one that is credited exactly, without halving the rate.
@@ -181,6 +186,14 @@ mod tests {
             just_above[first_zero_byte] += 1;
             assert!(Target::from_le_bytes(just_above) > target);
             assert_eq!(ShareWork::at_or_below(target), Some(work));
+            assert_eq!(ShareWork::of_target(target), Some(work));
+            // One hash fewer meeting it: not a power-of-two target.
+            let mut just_below = target.to_le_bytes();
+            just_below[0] -= 1;
+            assert_eq!(
+                ShareWork::of_target(Target::from_le_bytes(just_below)),
+                None
+            );
         }
     }
 

@@ -524,11 +524,9 @@ impl Downstream {
     }
 
     async fn send_difficulty(&mut self, target: Target) -> Result<(), CloseReason> {
-        let message = match ShareWork::at_or_below(target) {
+        let message = match ShareWork::of_target(target) {
             // The pool's targets are powers of two: tell the miner that difficulty exactly.
-            Some(work) if work.target() == target => {
-                build_sv1_set_difficulty_from_sv2_target(sv1_target_of(work))
-            }
+            Some(work) => build_sv1_set_difficulty_from_sv2_target(sv1_target_of(work)),
             _ => build_sv1_set_difficulty_from_sv2_target_with_integer_power_of_two_rounding(
                 target,
                 POWER_OF_TWO_FROM,
@@ -668,9 +666,9 @@ impl OwnedJobContext {
 
 /// The target of the difficulty the miner is told for a channel target.
 fn advertised_target(target: Target) -> Target {
-    match ShareWork::at_or_below(target) {
-        Some(work) if work.target() == target => sv1_target_of(work),
-        _ => sv1_advertised_target_from_sv2_target(target, POWER_OF_TWO_FROM).unwrap_or(target),
+    match ShareWork::of_target(target) {
+        Some(work) => sv1_target_of(work),
+        None => sv1_advertised_target_from_sv2_target(target, POWER_OF_TWO_FROM).unwrap_or(target),
     }
 }
 

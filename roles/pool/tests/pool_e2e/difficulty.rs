@@ -64,7 +64,7 @@ fn opened_target(answer: &MiningOwned) -> (u32, Target) {
 }
 
 fn is_power_of_two(target: Target) -> bool {
-    ShareWork::at_or_below(target).is_some_and(|work| work.target() == target)
+    ShareWork::of_target(target).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
