@@ -2,6 +2,7 @@
 
 mod config;
 mod logging;
+pub mod metrics;
 mod secret_file;
 mod signal;
 
