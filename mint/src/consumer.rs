@@ -7,7 +7,6 @@
 //! overtook its create, leaves the entry pending and it is tried again.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -154,7 +153,7 @@ impl QuoteConsumer {
             match result {
                 Ok(()) => backoff = REDIS_BACKOFF_START,
                 Err(error) => {
-                    self.metrics.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.redis_errors.inc();
                     tracing::warn!(%error, retry_in = ?backoff, "Redis error while consuming");
                     if error.code() == Some("NOGROUP") {
                         group_ready = false;
@@ -192,12 +191,8 @@ impl QuoteConsumer {
             .iter()
             .find(|group| group.name == self.config.group)
         {
-            self.metrics
-                .stream_lag
-                .store(group.lag.unwrap_or(0) as u64, Ordering::Relaxed);
-            self.metrics
-                .stream_pending
-                .store(group.pending as u64, Ordering::Relaxed);
+            self.metrics.stream_lag.set(group.lag.unwrap_or(0) as u64);
+            self.metrics.stream_pending.set(group.pending as u64);
         }
         Ok(())
     }
@@ -222,9 +217,7 @@ impl QuoteConsumer {
                     count = reply.claimed.len(),
                     "claimed entries left pending by another consumer"
                 );
-                self.metrics
-                    .claimed
-                    .fetch_add(reply.claimed.len() as u64, Ordering::Relaxed);
+                self.metrics.claimed.inc_by(reply.claimed.len() as u64);
                 self.process(reply.claimed).await?;
             }
             if reply.next_stream_id == "0-0" {
@@ -281,7 +274,7 @@ impl QuoteConsumer {
                         self.dead_letter(&entry, &reason).await?;
                         self.waiting.remove(&entry.id);
                     } else {
-                        self.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.retries.inc();
                         tracing::debug!(entry = %entry.id, %error, "left pending to retry");
                     }
                 }
@@ -305,20 +298,18 @@ impl QuoteConsumer {
             Ok(message) => message,
             Err(error) => return Outcome::Reject(error.to_string()),
         };
-        self.metrics.messages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.messages.inc();
         let result = match &message {
             QuoteMessage::Create(create) => self.book.create(create).await.map(|created| {
                 let counter = match created {
                     Created::New => &self.metrics.quotes_created,
                     Created::AlreadyStored => &self.metrics.quotes_redelivered,
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                counter.inc();
             }),
             QuoteMessage::Update(update) => self.book.release(update).await.map(|newly_paid| {
-                self.metrics.updates_applied.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .quotes_paid
-                    .fetch_add(newly_paid as u64, Ordering::Relaxed);
+                self.metrics.updates_applied.inc();
+                self.metrics.quotes_paid.inc_by(newly_paid as u64);
             }),
         };
         match result {
@@ -349,7 +340,7 @@ impl QuoteConsumer {
             .ignore()
             .query_async::<()>(&mut self.redis)
             .await?;
-        self.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dead_letters.inc();
         Ok(())
     }
 }

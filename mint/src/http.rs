@@ -1,7 +1,6 @@
 //! The mint's HTTP API: cdk-axum's standard cashu routes plus ours, with every error a cashu
 //! error body (`{"code", "detail"}`) rather than a bare status or a 500.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::to_bytes;
@@ -80,9 +79,11 @@ pub async fn router(
     };
     let ours = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(render_metrics))
         .route("/v1/ehash/quotes", post(lookup_quotes))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(hashpool_service::metrics::route(Arc::new(
+            metrics.registry(),
+        )));
     Ok(cashu
         .merge(ours)
         .layer(middleware::from_fn(refuse_http_quotes))
@@ -127,13 +128,6 @@ async fn drain_oversized(State(state): State<AppState>, request: Request, next: 
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
 }
 
 /// The quotes locked to a key, for a wallet that proves it holds the key.
@@ -227,7 +221,7 @@ async fn cashu_errors(State(state): State<AppState>, request: Request, next: Nex
             && matches!(request.uri().path(), "/v1/swap" | "/v1/restore"));
     let response = next.run(request).await;
     if is_mint && response.status().is_success() {
-        state.metrics.mint_requests.fetch_add(1, Ordering::Relaxed);
+        state.metrics.mint_requests.inc();
     }
     let status = response.status();
     let is_json = response

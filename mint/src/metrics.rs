@@ -1,147 +1,127 @@
-//! Counters the mint exposes on `/metrics` (Prometheus text format).
+//! What the mint counts, exposed on `/metrics` as `hashpool_mint_…`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 #[derive(Debug, Default)]
 pub struct MintMetrics {
     /// Well-formed quote messages read from the stream (redeliveries included).
-    pub messages: AtomicU64,
-    pub quotes_created: AtomicU64,
+    pub messages: Counter,
+    pub quotes_created: Counter,
     /// `create` messages for quotes already stored: redeliveries, made harmless.
-    pub quotes_redelivered: AtomicU64,
-    pub updates_applied: AtomicU64,
+    pub quotes_redelivered: Counter,
+    pub updates_applied: Counter,
     /// Quotes that became PAID (each counted once, however often its update arrives).
-    pub quotes_paid: AtomicU64,
+    pub quotes_paid: Counter,
     /// Successful `POST /v1/mint/ehash` and `/v1/mint/ehash/batch` requests: quotes issued.
-    pub mint_requests: AtomicU64,
+    pub mint_requests: Counter,
     /// Stream entries the group has not read yet, as of the last check.
-    pub stream_lag: AtomicU64,
+    pub stream_lag: Gauge<u64, AtomicU64>,
     /// Entries read but not acknowledged yet, as of the last check.
-    pub stream_pending: AtomicU64,
-    pub dead_letters: AtomicU64,
+    pub stream_pending: Gauge<u64, AtomicU64>,
+    pub dead_letters: Counter,
     /// Attempts left pending to be tried again (store trouble, update before create).
-    pub retries: AtomicU64,
+    pub retries: Counter,
     /// Entries taken over from consumers that stopped without acknowledging.
-    pub claimed: AtomicU64,
-    pub redis_errors: AtomicU64,
-    http_responses: Mutex<BTreeMap<u16, u64>>,
+    pub claimed: Counter,
+    pub redis_errors: Counter,
+    /// One series per status code the mint answered; HTTP status codes are a small fixed set.
+    http_responses: Family<StatusLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
 }
 
 impl MintMetrics {
     pub fn record_http_status(&self, status: u16) {
-        *self
-            .http_responses
-            .lock()
-            .expect("metrics lock is never poisoned")
-            .entry(status)
-            .or_default() += 1;
+        self.http_responses
+            .get_or_create(&StatusLabel { status })
+            .inc();
     }
 
     pub fn http_responses(&self, status: u16) -> u64 {
         self.http_responses
-            .lock()
-            .expect("metrics lock is never poisoned")
-            .get(&status)
-            .copied()
-            .unwrap_or(0)
+            .get(&StatusLabel { status })
+            .map_or(0, |count| count.get())
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+    /// A registry exporting these metrics (it shares their values, not a copy).
+    pub fn registry(&self) -> Registry {
+        let mut registry = hashpool_service::metrics::registry("mint");
+        let counters = [
             (
-                "hashpool_mint_stream_messages_total",
-                "Well-formed quote messages read from the stream.",
+                "stream_messages",
+                "Well-formed quote messages read from the stream",
                 &self.messages,
             ),
             (
-                "hashpool_mint_quotes_created_total",
-                "Quotes stored from create messages.",
+                "quotes_created",
+                "Quotes stored from create messages",
                 &self.quotes_created,
             ),
             (
-                "hashpool_mint_quotes_redelivered_total",
-                "Create messages for quotes already stored.",
+                "quotes_redelivered",
+                "Create messages for quotes already stored",
                 &self.quotes_redelivered,
             ),
             (
-                "hashpool_mint_updates_applied_total",
-                "Update messages applied (quotes released).",
+                "updates_applied",
+                "Update messages applied (quotes released)",
                 &self.updates_applied,
             ),
+            ("quotes_paid", "Quotes that became PAID", &self.quotes_paid),
             (
-                "hashpool_mint_quotes_paid_total",
-                "Quotes that became PAID.",
-                &self.quotes_paid,
-            ),
-            (
-                "hashpool_mint_mint_requests_total",
-                "Successful mint requests (quotes issued).",
+                "mint_requests",
+                "Successful mint requests (quotes issued)",
                 &self.mint_requests,
             ),
             (
-                "hashpool_mint_dead_letters_total",
-                "Messages moved to the dead-letter stream.",
+                "dead_letters",
+                "Messages moved to the dead-letter stream",
                 &self.dead_letters,
             ),
             (
-                "hashpool_mint_retries_total",
-                "Message attempts left pending to retry.",
+                "retries",
+                "Message attempts left pending to retry",
                 &self.retries,
             ),
             (
-                "hashpool_mint_claimed_total",
-                "Entries claimed from stopped consumers.",
+                "claimed",
+                "Stream entries claimed from stopped consumers",
                 &self.claimed,
             ),
             (
-                "hashpool_mint_redis_errors_total",
-                "Redis errors while consuming.",
+                "redis_errors",
+                "Redis errors while consuming",
                 &self.redis_errors,
             ),
         ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
         }
-        for (name, help, value) in [
-            (
-                "hashpool_mint_stream_lag",
-                "Stream entries not yet read by the group.",
-                &self.stream_lag,
-            ),
-            (
-                "hashpool_mint_stream_pending",
-                "Entries read but not yet acknowledged.",
-                &self.stream_pending,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        let name = "hashpool_mint_http_responses_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} HTTP responses by status code.\n# TYPE {name} counter"
+        registry.register(
+            "stream_lag_messages",
+            "Stream messages not yet read by the consumer group",
+            self.stream_lag.clone(),
         );
-        for (status, count) in self
-            .http_responses
-            .lock()
-            .expect("metrics lock is never poisoned")
-            .iter()
-        {
-            let _ = writeln!(out, "{name}{{status=\"{status}\"}} {count}");
-        }
-        out
+        registry.register(
+            "stream_pending_messages",
+            "Stream messages read but not yet acknowledged",
+            self.stream_pending.clone(),
+        );
+        registry.register(
+            "http_responses",
+            "HTTP responses by status code",
+            self.http_responses.clone(),
+        );
+        registry
     }
 }
 
@@ -150,16 +130,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_statuses() {
+    fn exports_counters_gauges_and_statuses_under_their_names() {
         let metrics = MintMetrics::default();
-        metrics.quotes_created.fetch_add(3, Ordering::Relaxed);
+        metrics.quotes_created.inc_by(3);
+        metrics.stream_lag.set(7);
         metrics.record_http_status(200);
         metrics.record_http_status(400);
         metrics.record_http_status(200);
-        let text = metrics.render();
-        assert!(text.contains("hashpool_mint_quotes_created_total 3\n"));
+        let text = hashpool_service::metrics::encode(&metrics.registry()).unwrap();
+        assert!(
+            text.contains("hashpool_mint_quotes_created_total 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("hashpool_mint_stream_messages_total 0\n"));
+        assert!(text.contains("# TYPE hashpool_mint_stream_lag_messages gauge\n"));
+        assert!(text.contains("hashpool_mint_stream_lag_messages 7\n"));
         assert!(text.contains("hashpool_mint_http_responses_total{status=\"200\"} 2\n"));
         assert!(text.contains("hashpool_mint_http_responses_total{status=\"400\"} 1\n"));
+        assert_eq!(metrics.http_responses(200), 2);
         assert_eq!(metrics.http_responses(404), 0);
     }
 }

@@ -4,7 +4,6 @@
 //! request) and reports mints/s.
 
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let metrics = server.metrics().clone();
     let startup = started.elapsed();
-    while metrics.updates_applied.load(Ordering::Relaxed) < args.quotes as u64 {
+    while metrics.updates_applied.get() < args.quotes as u64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let ingest = started.elapsed() - startup;
