@@ -55,12 +55,8 @@ pub enum MintError {
     Router(String),
     #[error(transparent)]
     Consumer(#[from] consumer::ConsumerError),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] hashpool_service::ListenError),
 }
 
 type KeysStore = Arc<dyn MintKeysDatabase<Err = cdk_database::Error> + Send + Sync>;
@@ -179,16 +175,7 @@ impl MintServer {
         let consumer_task = tokio::spawn(consumer.run(shutdown_rx.clone()));
 
         let app = http::router(book, metrics.clone(), config.max_body_bytes).await?;
-        let listener = tokio::net::TcpListener::bind(config.listen_address)
-            .await
-            .map_err(|source| MintError::Listen {
-                address: config.listen_address,
-                source,
-            })?;
-        let http_address = listener.local_addr().map_err(|source| MintError::Listen {
-            address: config.listen_address,
-            source,
-        })?;
+        let (listener, http_address) = hashpool_service::listen(config.listen_address).await?;
         let mut http_shutdown = shutdown_rx;
         let http_task = tokio::spawn(async move {
             let served = axum::serve(listener, app)

@@ -1,8 +1,6 @@
 //! The mint's signed quote lookup, read page by page so a backlog of any size never sits in
 //! memory at once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use ehash::{lookup_message, QuoteLookupRequest, QuoteLookupResponse, QuoteState, QuoteSummary};
 
 use crate::{MinerWallet, WalletError};
@@ -83,10 +81,7 @@ impl MinerWallet {
     /// One page of the lookup, proven with a fresh signature.
     async fn lookup_page(&self, after: Option<String>) -> Result<QuoteLookupResponse, WalletError> {
         let pubkey = self.pubkey();
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0);
+        let timestamp = hashpool_service::unix_now();
         let signature = self
             .keys
             .locking_key

@@ -3,13 +3,17 @@
 mod config;
 mod logging;
 pub mod metrics;
+mod net;
 mod secret_file;
 mod signal;
+mod time;
 
 pub use config::{load_config, ConfigError};
 pub use logging::{init_logging, LogGuard, LoggingError};
+pub use net::{accept_until_stopped, listen, ListenError, OnStop};
 pub use secret_file::{create_secret, read_secret, SecretFileError};
 pub use signal::{shutdown_signal, stopped};
+pub use time::unix_now;
 
 /// This machine's hostname, for default names that must stay the same across restarts.
 pub fn hostname() -> String {
