@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use stratum_apps::key_utils::Secp256k1PublicKey;
 use stratum_apps::stratum_core::bitcoin::Target;
+use stratum_apps::stratum_core::mining_sv2::SubmitSharesStandard;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::{
-    rolled_version, ConnectionError, JobTracker, PoolConnection, Work, REQUIRES_FIXED_VERSION,
-    REQUIRES_STANDARD_JOBS,
+    rolled_version, ChannelRefused, ClientError, JobTracker, PoolConnection, Work, CPU_MINER,
+    REQUIRES_FIXED_VERSION, REQUIRES_STANDARD_JOBS,
 };
 
 /// Nonces a thread hashes before it looks for new work.
@@ -39,9 +41,9 @@ pub struct DeviceStats {
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error(transparent)]
-    Connection(#[from] ConnectionError),
-    #[error("the pool refused the channel: {0}")]
-    Refused(String),
+    Connection(#[from] ClientError),
+    #[error(transparent)]
+    Refused(#[from] ChannelRefused),
 }
 
 /// The work every hashing thread reads, and a generation that changes with it.
@@ -95,86 +97,42 @@ pub async fn run_device_reconnecting(
 pub async fn run_device(
     config: DeviceConfig,
     stats: Arc<DeviceStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), DeviceError> {
+    let (connection, tracker, version_rolling) = open_channel(&config).await?;
+    let span =
+        tracing::info_span!("channel", id = tracker.channel_id(), identity = %config.identity);
+    let hashers = Hashers::start(config.threads.max(1), version_rolling, &stats);
+    mine(connection, tracker, hashers, &stats, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// Hands the pool's work to the hashing threads and their shares to the pool.
+async fn mine(
+    connection: PoolConnection,
+    mut tracker: JobTracker,
+    mut hashers: Hashers,
+    stats: &DeviceStats,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DeviceError> {
-    let mut connection = PoolConnection::connect(&config.pool_address, config.authority).await?;
-    let pool_flags = connection.setup(REQUIRES_STANDARD_JOBS).await?;
-    let version_rolling = pool_flags & REQUIRES_FIXED_VERSION == 0;
-    let opened = connection
-        .open_standard(1, &config.identity, config.nominal_hashrate)
-        .await?
-        .map_err(DeviceError::Refused)?;
-    tracing::info!(channel_id = opened.channel_id, identity = %config.identity, "channel open; mining");
-    let mut tracker = JobTracker::new(
-        opened.channel_id,
-        Target::from_le_bytes(opened.target.to_array()),
-    );
-    let (mut reader, mut writer) = connection.into_split();
-
-    let (messages_tx, mut messages) = mpsc::channel(64);
-    let reader_task = tokio::spawn(async move {
-        loop {
-            let message = reader.recv().await;
-            let failed = message.is_err();
-            if messages_tx.send(message).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-
-    let shared = Arc::new(SharedWork::default());
-    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let (found_tx, mut found) = mpsc::channel::<(u64, Work, u32)>(256);
-    let threads = config.threads.max(1);
-    let hashers: Vec<_> = (0..threads)
-        .map(|index| {
-            let (shared, stop, found_tx, stats) = (
-                shared.clone(),
-                stop.0.clone(),
-                found_tx.clone(),
-                stats.clone(),
-            );
-            let lane = Lane {
-                index,
-                threads,
-                version_rolling,
-            };
-            std::thread::spawn(move || hash_loop(lane, &shared, &stop, &found_tx, &stats))
-        })
-        .collect();
-
-    let mut generation = 0u64;
-    let mut sequence = 0u32;
+    tracing::info!("channel open; mining");
+    let (reader, mut writer) = connection.into_split();
+    let mut messages = reader.spawn(64);
     let result = loop {
         tokio::select! {
-            message = messages.recv() => {
-                let message = match message {
-                    Some(Ok(message)) => message,
-                    Some(Err(error)) => break Err(DeviceError::Connection(error)),
-                    None => break Ok(()),
-                };
-                let AnyMessageOwned::Mining(mining) = message else { continue };
-                match &mining {
-                    MiningOwned::SubmitSharesSuccess(success) => {
-                        stats.accepted.fetch_add(u64::from(success.new_submits_accepted_count), Ordering::Relaxed);
+            message = messages.recv() => match message {
+                Ok(AnyMessageOwned::Mining(mining)) => {
+                    count_answer(stats, &mining);
+                    if tracker.on_message(&mining) {
+                        hashers.set_work(tracker.work());
                     }
-                    MiningOwned::SubmitSharesError(error) => {
-                        stats.rejected.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(code = %error.error_code.as_utf8_or_hex(), "share rejected");
-                    }
-                    _ => {}
                 }
-                if tracker.on_message(&mining) {
-                    generation += 1;
-                    *shared.work.lock().expect("work lock") = tracker.work().cloned().map(|work| (generation, work));
-                }
-            }
-            Some((found_generation, work, nonce)) = found.recv() => {
-                if found_generation != generation {
-                    continue;
-                }
-                let share = work.share(sequence, nonce);
-                sequence = sequence.wrapping_add(1);
+                Ok(_) => {}
+                Err(error) => break Err(DeviceError::Connection(error)),
+            },
+            Some(found) = hashers.found.recv() => {
+                let Some(share) = hashers.share(found) else { continue };
                 stats.submitted.fetch_add(1, Ordering::Relaxed);
                 if let Err(error) = writer.send_mining(MiningOwned::SubmitSharesStandard(share)).await {
                     break Err(DeviceError::Connection(error));
@@ -183,14 +141,125 @@ pub async fn run_device(
             _ = hashpool_service::stopped(&mut shutdown) => break Ok(()),
         }
     };
-    drop(stop);
-    reader_task.abort();
-    // A hasher blocked on a full queue of found shares is released by closing the queue.
-    drop(found);
-    for hasher in hashers {
-        let _ = tokio::task::spawn_blocking(move || hasher.join()).await;
-    }
+    drop(messages);
+    hashers.stop().await;
     result
+}
+
+/// Connects, sets up and opens the device's standard channel; says whether the pool lets the
+/// device roll versions.
+async fn open_channel(
+    config: &DeviceConfig,
+) -> Result<(PoolConnection, JobTracker, bool), DeviceError> {
+    let mut connection = PoolConnection::connect(&config.pool_address, config.authority).await?;
+    let pool_flags = connection.setup(REQUIRES_STANDARD_JOBS, &CPU_MINER).await?;
+    let version_rolling = pool_flags & REQUIRES_FIXED_VERSION == 0;
+    let opened = connection
+        .open_standard(1, &config.identity, config.nominal_hashrate)
+        .await??;
+    let tracker = JobTracker::new(
+        opened.channel_id,
+        Target::from_le_bytes(opened.target.to_array()),
+    );
+    Ok((connection, tracker, version_rolling))
+}
+
+/// The pool's answers to shares, in the device's counters.
+fn count_answer(stats: &DeviceStats, message: &MiningOwned) {
+    match message {
+        MiningOwned::SubmitSharesSuccess(success) => {
+            stats.accepted.fetch_add(
+                u64::from(success.new_submits_accepted_count),
+                Ordering::Relaxed,
+            );
+        }
+        MiningOwned::SubmitSharesError(error) => {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(code = %error.error_code.as_utf8_or_hex(), "share rejected");
+        }
+        _ => {}
+    }
+}
+
+/// A nonce a hashing thread found, on the work of `generation`.
+struct Found {
+    generation: u64,
+    work: Work,
+    nonce: u32,
+}
+
+/// The hashing threads of one session and the work they share.
+struct Hashers {
+    shared: Arc<SharedWork>,
+    /// Counts work changes, so shares found on replaced work are dropped.
+    generation: u64,
+    sequence: u32,
+    found: mpsc::Receiver<Found>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: StopOnDrop,
+}
+
+impl Hashers {
+    fn start(threads: usize, version_rolling: bool, stats: &Arc<DeviceStats>) -> Self {
+        let shared = Arc::new(SharedWork::default());
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let (found_tx, found) = mpsc::channel::<Found>(256);
+        let threads = (0..threads)
+            .map(|index| {
+                let (shared, stop, found_tx, stats) = (
+                    shared.clone(),
+                    stop.0.clone(),
+                    found_tx.clone(),
+                    stats.clone(),
+                );
+                let lane = Lane {
+                    index,
+                    threads,
+                    version_rolling,
+                };
+                std::thread::spawn(move || hash_loop(lane, &shared, &stop, &found_tx, &stats))
+            })
+            .collect();
+        Self {
+            shared,
+            generation: 0,
+            sequence: 0,
+            found,
+            threads,
+            stop,
+        }
+    }
+
+    fn set_work(&mut self, work: Option<&Work>) {
+        self.generation += 1;
+        *self.shared.work.lock().expect("work lock") =
+            work.cloned().map(|work| (self.generation, work));
+    }
+
+    /// The share for a found nonce, unless its work has been replaced since.
+    fn share(&mut self, found: Found) -> Option<SubmitSharesStandard> {
+        if found.generation != self.generation {
+            return None;
+        }
+        let share = found.work.share(self.sequence, found.nonce);
+        self.sequence = self.sequence.wrapping_add(1);
+        Some(share)
+    }
+
+    async fn stop(self) {
+        let Self {
+            threads,
+            found,
+            stop,
+            ..
+        } = self;
+        drop(stop);
+        // A hasher blocked on a full queue of found shares is released by closing the queue.
+        drop(found);
+        for thread in threads {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
 }
 
 /// Tells the hashing threads to stop when the session ends, however it ends (returned, or
@@ -219,59 +288,86 @@ fn hash_loop(
     lane: Lane,
     shared: &SharedWork,
     stop: &AtomicBool,
-    found: &mpsc::Sender<(u64, Work, u32)>,
+    found: &mpsc::Sender<Found>,
     stats: &DeviceStats,
 ) {
-    let mut current: Option<(u64, Work)> = None;
-    let mut cursor = 0u64;
-    let mut job_version = 0;
-    let mut version_step = 0u16;
+    let mut current: Option<LaneWork> = None;
     while !stop.load(Ordering::Relaxed) {
         let latest = shared.work.lock().expect("work lock").clone();
-        match (&current, latest) {
-            (_, None) => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            (Some((generation, _)), Some((latest_generation, _)))
-                if *generation == latest_generation => {}
-            (_, Some(latest)) => {
-                job_version = latest.1.version;
-                version_step = 0;
-                current = Some(latest);
-                cursor = lane.index as u64;
-            }
+        let Some((generation, work)) = latest else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        if current.as_ref().map(|current| current.generation) != Some(generation) {
+            current = Some(LaneWork::new(generation, work, lane));
         }
-        let (generation, work) = current.as_mut().expect("set above");
-        if cursor * u64::from(CHUNK) > u64::from(u32::MAX) {
-            // This thread's share of the nonces is spent: new header bits, new hashes.
-            if lane.version_rolling && version_step < u16::MAX {
-                version_step += 1;
-                work.version = rolled_version(job_version, version_step);
+        let current = current.as_mut().expect("set above");
+        let (start, end) = current.next_chunk(lane);
+        if !current.submit_shares(start, end, found) {
+            return;
+        }
+        stats.hashes.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
+    }
+}
+
+/// One thread's place in the search of one piece of work.
+struct LaneWork {
+    generation: u64,
+    work: Work,
+    job_version: u32,
+    version_step: u16,
+    /// The next chunk of the nonce space this thread hashes.
+    cursor: u64,
+}
+
+impl LaneWork {
+    fn new(generation: u64, work: Work, lane: Lane) -> Self {
+        Self {
+            generation,
+            job_version: work.version,
+            work,
+            version_step: 0,
+            cursor: lane.index as u64,
+        }
+    }
+
+    /// The next nonces to hash, `start..end`; new header bits first if this thread's share of
+    /// the nonces is spent.
+    fn next_chunk(&mut self, lane: Lane) -> (u64, u64) {
+        if self.cursor * u64::from(CHUNK) > u64::from(u32::MAX) {
+            if lane.version_rolling && self.version_step < u16::MAX {
+                self.version_step += 1;
+                self.work.version = rolled_version(self.job_version, self.version_step);
             } else {
-                version_step = 0;
-                work.version = job_version;
-                work.ntime += 1;
+                self.version_step = 0;
+                self.work.version = self.job_version;
+                self.work.ntime += 1;
             }
-            cursor = lane.index as u64;
+            self.cursor = lane.index as u64;
         }
-        let start = cursor * u64::from(CHUNK);
-        let end = start + u64::from(CHUNK);
-        cursor += lane.threads as u64;
-        // Every share in the chunk is submitted, not just the first.
+        let start = self.cursor * u64::from(CHUNK);
+        self.cursor += lane.threads as u64;
+        (start, start + u64::from(CHUNK))
+    }
+
+    /// Hashes `start..end` and sends every share in it, not just the first; false once the
+    /// session no longer takes shares.
+    fn submit_shares(&self, start: u64, end: u64, found: &mpsc::Sender<Found>) -> bool {
         let mut from = start;
         while from < end {
-            let Some(nonce) = work.search(from as u32, (end - from) as u32) else {
+            let Some(nonce) = self.work.search(from as u32, (end - from) as u32) else {
                 break;
             };
-            if found
-                .blocking_send((*generation, work.clone(), nonce))
-                .is_err()
-            {
-                return;
+            let share = Found {
+                generation: self.generation,
+                work: self.work.clone(),
+                nonce,
+            };
+            if found.blocking_send(share).is_err() {
+                return false;
             }
             from = u64::from(nonce) + 1;
         }
-        stats.hashes.fetch_add(u64::from(CHUNK), Ordering::Relaxed);
+        true
     }
 }

@@ -63,16 +63,7 @@ async fn main() -> anyhow::Result<()> {
     report.tick().await;
     loop {
         tokio::select! {
-            _ = report.tick() => {
-                let seconds = started.elapsed().as_secs_f64();
-                tracing::info!(
-                    hashrate = format!("{:.0} H/s", stats.hashes.load(Ordering::Relaxed) as f64 / seconds),
-                    submitted = stats.submitted.load(Ordering::Relaxed),
-                    accepted = stats.accepted.load(Ordering::Relaxed),
-                    rejected = stats.rejected.load(Ordering::Relaxed),
-                    "mining"
-                );
-            }
+            _ = report.tick() => log_progress(&stats, started),
             finished = devices.join_next() => match finished {
                 Some(Ok(Err(error))) => {
                     tracing::error!(%error, "device stopped");
@@ -88,4 +79,19 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The devices' hashrate since `started` and their shares so far.
+fn log_progress(stats: &DeviceStats, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        hashrate = format!(
+            "{:.0} H/s",
+            stats.hashes.load(Ordering::Relaxed) as f64 / seconds
+        ),
+        submitted = stats.submitted.load(Ordering::Relaxed),
+        accepted = stats.accepted.load(Ordering::Relaxed),
+        rejected = stats.rejected.load(Ordering::Relaxed),
+        "mining"
+    );
 }

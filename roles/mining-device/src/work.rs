@@ -1,13 +1,13 @@
 use std::collections::HashMap;
 
+use hashpool_sv2_client::VERSION_ROLLING_MASK;
 use stratum_apps::stratum_core::bitcoin::blockdata::block::{Header, Version};
 use stratum_apps::stratum_core::bitcoin::hashes::Hash;
 use stratum_apps::stratum_core::bitcoin::{BlockHash, CompactTarget, Target, TxMerkleNode};
-use stratum_apps::stratum_core::mining_sv2::{NewMiningJobOwned, SubmitSharesStandard};
+use stratum_apps::stratum_core::mining_sv2::{
+    NewMiningJobOwned, SetNewPrevHashOwned, SubmitSharesStandard,
+};
 use stratum_apps::stratum_core::parsers_sv2::MiningOwned;
-
-/// The version bits a miner may roll (BIP320).
-pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
 
 /// The job's `version` with the BIP320 bits set to the `step`-th combination: bits outside the
 /// mask are kept, and the 65536 steps (0 is the job's own version) are all distinct.
@@ -91,6 +91,10 @@ impl JobTracker {
         }
     }
 
+    pub fn channel_id(&self) -> u32 {
+        self.channel_id
+    }
+
     pub fn work(&self) -> Option<&Work> {
         self.current.as_ref()
     }
@@ -102,44 +106,9 @@ impl JobTracker {
     /// Applies a message for this channel; returns whether the work changed.
     pub fn on_message(&mut self, message: &MiningOwned) -> bool {
         match message {
-            MiningOwned::NewMiningJob(job) if job.channel_id == self.channel_id => {
-                match job.min_ntime.clone().into_inner() {
-                    None => {
-                        self.future_jobs.insert(job.job_id, job.clone());
-                        false
-                    }
-                    Some(ntime) => {
-                        self.jobs.insert(job.job_id, job.clone());
-                        if let Some(current) = &mut self.current {
-                            current.job_id = job.job_id;
-                            current.version = job.version;
-                            current.merkle_root = job.merkle_root.to_array();
-                            current.ntime = ntime.max(current.ntime);
-                            current.target = self.target;
-                            return true;
-                        }
-                        false
-                    }
-                }
-            }
+            MiningOwned::NewMiningJob(job) if job.channel_id == self.channel_id => self.on_job(job),
             MiningOwned::SetNewPrevHash(prev) if prev.channel_id == self.channel_id => {
-                let Some(job) = self.future_jobs.remove(&prev.job_id) else {
-                    return false;
-                };
-                self.future_jobs.clear();
-                self.jobs.clear();
-                self.jobs.insert(job.job_id, job.clone());
-                self.current = Some(Work {
-                    channel_id: self.channel_id,
-                    job_id: job.job_id,
-                    version: job.version,
-                    merkle_root: job.merkle_root.to_array(),
-                    prev_hash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
-                    ntime: prev.min_ntime,
-                    nbits: prev.nbits,
-                    target: self.target,
-                });
-                true
+                self.on_prev_hash(prev)
             }
             MiningOwned::SetTarget(set) if set.channel_id == self.channel_id => {
                 self.target = Target::from_le_bytes(set.maximum_target.to_array());
@@ -150,6 +119,46 @@ impl JobTracker {
             }
             _ => false,
         }
+    }
+
+    /// A future job waits for the prev hash that names it; an active one replaces the job
+    /// being mined on the current tip.
+    fn on_job(&mut self, job: &NewMiningJobOwned) -> bool {
+        let Some(ntime) = job.min_ntime.clone().into_inner() else {
+            self.future_jobs.insert(job.job_id, job.clone());
+            return false;
+        };
+        self.jobs.insert(job.job_id, job.clone());
+        let Some(current) = &mut self.current else {
+            return false;
+        };
+        current.job_id = job.job_id;
+        current.version = job.version;
+        current.merkle_root = job.merkle_root.to_array();
+        current.ntime = ntime.max(current.ntime);
+        current.target = self.target;
+        true
+    }
+
+    /// A new tip: the future job it names is the only one worth mining.
+    fn on_prev_hash(&mut self, prev: &SetNewPrevHashOwned) -> bool {
+        let Some(job) = self.future_jobs.remove(&prev.job_id) else {
+            return false;
+        };
+        self.future_jobs.clear();
+        self.jobs.clear();
+        self.jobs.insert(job.job_id, job.clone());
+        self.current = Some(Work {
+            channel_id: self.channel_id,
+            job_id: job.job_id,
+            version: job.version,
+            merkle_root: job.merkle_root.to_array(),
+            prev_hash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
+            ntime: prev.min_ntime,
+            nbits: prev.nbits,
+            target: self.target,
+        });
+        true
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bitcoincore_rpc::RpcApi;
 use ehash::{credited_work, QuoteMessage, Release, UpdateQuote};
-use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_pool::metrics::PoolMetrics;
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
@@ -109,7 +109,10 @@ impl Stack {
             PoolConnection::connect(&self.pool.sv2_address().to_string(), Some(authority))
                 .await
                 .expect("Noise handshake with the pinned authority key");
-        connection.setup(REQUIRES_STANDARD_JOBS).await.unwrap();
+        connection
+            .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
+            .await
+            .unwrap();
         connection
     }
 
@@ -425,7 +428,7 @@ async fn bad_identity_is_refused_with_a_reason() {
         ),
     ] {
         let refused = connection.open_standard(7, identity, 1.0).await.unwrap();
-        assert_eq!(refused.unwrap_err(), code, "{identity}");
+        assert_eq!(refused.unwrap_err().code, code, "{identity}");
     }
     // The connection is still usable after refusals.
     let opened = connection.open_standard(8, KEY, 1.0).await.unwrap();

@@ -11,7 +11,7 @@ use cdk::amount::SplitTarget;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
 use cdk::wallet::WalletBuilder;
 use cdk::Amount;
-use hashpool_mining_device::{JobTracker, PoolConnection, REQUIRES_STANDARD_JOBS};
+use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
@@ -49,7 +49,10 @@ async fn wallet_mints_exactly_the_credited_work_of_accepted_shares() {
     )
     .await
     .unwrap();
-    miner.setup(REQUIRES_STANDARD_JOBS).await.unwrap();
+    miner
+        .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
+        .await
+        .unwrap();
     let opened = miner
         .open_standard(1, &format!("{key}.rig"), 0.01)
         .await

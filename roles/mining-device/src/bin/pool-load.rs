@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hashpool_mining_device::{JobTracker, PoolArgs, PoolConnection, REQUIRES_STANDARD_JOBS};
+use hashpool_mining_device::{
+    JobTracker, PoolArgs, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS,
+};
 use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 
@@ -33,23 +35,67 @@ struct Args {
     pool_http: Option<String>,
 }
 
+#[derive(Default)]
 struct ChannelResult {
     accepted: u64,
     rejected: u64,
     latencies_us: Vec<u64>,
 }
 
+impl ChannelResult {
+    fn add(&mut self, other: ChannelResult) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    /// The latency below which fraction `p` of the shares were answered, in ms.
+    fn percentile_ms(&self, p: f64) -> f64 {
+        let latencies = &self.latencies_us;
+        let index = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(index).copied().unwrap_or(0) as f64 / 1000.0
+    }
+}
+
+/// The pool's CPU time and quote messages published when the load started.
+struct PoolBefore {
+    cpu_seconds: Option<f64>,
+    published: Option<u64>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let ready = open_channels(&args).await?;
+    let before = PoolBefore {
+        cpu_seconds: args.pool_pid.map(cpu_seconds),
+        published: published(&args.pool_http).await,
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let tasks: Vec<_> = ready
+        .into_iter()
+        .map(|(connection, tracker)| tokio::spawn(load_channel(connection, tracker, deadline)))
+        .collect();
+    let mut total = ChannelResult::default();
+    for task in tasks {
+        total.add(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    total.latencies_us.sort_unstable();
+    print_report(&args, &total, elapsed, before).await;
+    Ok(())
+}
+
+/// One connection and standard channel per `--channels`, each with work to do.
+async fn open_channels(args: &Args) -> anyhow::Result<Vec<(PoolConnection, JobTracker)>> {
     let mut ready = Vec::with_capacity(args.channels);
     for index in 0..args.channels {
         let mut connection = args.pool.connect().await?;
-        connection.setup(REQUIRES_STANDARD_JOBS).await?;
+        connection.setup(REQUIRES_STANDARD_JOBS, &CPU_MINER).await?;
         let opened = connection
             .open_standard(1, &format!("{}.load{index}", args.identity), 0.01)
-            .await?
-            .map_err(|code| anyhow::anyhow!("channel refused: {code}"))?;
+            .await??;
         let mut tracker = JobTracker::new(
             opened.channel_id,
             Target::from_le_bytes(opened.target.to_array()),
@@ -61,33 +107,12 @@ async fn main() -> anyhow::Result<()> {
         }
         ready.push((connection, tracker));
     }
+    Ok(ready)
+}
 
-    let cpu_before = args.pool_pid.map(cpu_seconds);
-    let published_before = published(&args.pool_http).await;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.seconds);
-    let tasks: Vec<_> = ready
-        .into_iter()
-        .map(|(connection, tracker)| tokio::spawn(load_channel(connection, tracker, deadline)))
-        .collect();
-    let mut accepted = 0;
-    let mut rejected = 0;
-    let mut latencies = Vec::new();
-    for task in tasks {
-        let result = task.await??;
-        accepted += result.accepted;
-        rejected += result.rejected;
-        latencies.extend(result.latencies_us);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    let cpu = match (args.pool_pid, cpu_before) {
+/// One Markdown table row, as in the benchmarks document.
+async fn print_report(args: &Args, total: &ChannelResult, elapsed: f64, before: PoolBefore) {
+    let cpu = match (args.pool_pid, before.cpu_seconds) {
         (Some(pid), Some(before)) => {
             format!("{:.0}%", (cpu_seconds(pid) - before) / elapsed * 100.0)
         }
@@ -97,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         .pool_pid
         .map(rss_mib)
         .map_or("-".into(), |mib| format!("{mib:.0} MiB"));
-    let published = match (published_before, published(&args.pool_http).await) {
+    let published = match (before.published, published(&args.pool_http).await) {
         (Some(before), Some(after)) => format!("{:.0}", (after - before) as f64 / elapsed),
         _ => "-".into(),
     };
@@ -106,15 +131,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| {} | {:.0} | {} | {} | {:.2} ms | {:.2} ms | {} | {} |",
         args.channels,
-        accepted as f64 / elapsed,
+        total.accepted as f64 / elapsed,
         published,
-        rejected,
-        percentile(0.50) as f64 / 1000.0,
-        percentile(0.99) as f64 / 1000.0,
+        total.rejected,
+        total.percentile_ms(0.50),
+        total.percentile_ms(0.99),
         cpu,
         rss
     );
-    Ok(())
 }
 
 /// Submits shares one at a time, each a nonce that meets the channel target but not the
@@ -124,11 +148,7 @@ async fn load_channel(
     mut tracker: JobTracker,
     deadline: Instant,
 ) -> anyhow::Result<ChannelResult> {
-    let mut result = ChannelResult {
-        accepted: 0,
-        rejected: 0,
-        latencies_us: Vec::new(),
-    };
+    let mut result = ChannelResult::default();
     let mut sequence = 0u32;
     let mut nonce: u32 = rand::random();
     while Instant::now() < deadline {

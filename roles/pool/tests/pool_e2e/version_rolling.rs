@@ -2,25 +2,25 @@
 //! standard and extended channels; any other version bit is refused.
 
 use bitcoincore_rpc::RpcApi;
-use hashpool_mining_device::{PoolConnection, REQUIRES_STANDARD_JOBS};
-use stratum_apps::stratum_core::binary_sv2::Str0255Owned;
+use hashpool_sv2_client::{
+    Device, PoolConnection, REQUIRES_FIXED_VERSION, REQUIRES_STANDARD_JOBS,
+    REQUIRES_VERSION_ROLLING, VERSION_ROLLING_MASK,
+};
 use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
-use stratum_apps::stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
 use stratum_apps::stratum_core::mining_sv2::{
     OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
     SubmitSharesExtendedOwned,
 };
-use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, MiningOwned};
+use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 
 use super::extended_work::ExtendedTracker;
 use super::*;
 
-/// BIP320's general-purpose version bits: what ASICs roll.
-const BIP320_MASK: u32 = 0x1fffe000;
-/// SetupConnection flag (spec 5.3.1): the device needs version rolling.
-const REQUIRES_VERSION_ROLLING: u32 = 1 << 2;
-/// SetupConnection.Success flag (spec 5.3.2): the pool forbids changing the version.
-const REQUIRES_FIXED_VERSION: u32 = 1;
+const TEST_DEVICE: Device = Device {
+    vendor: "test",
+    hardware_version: "",
+    firmware: "",
+};
 
 /// A connection set up with `flags`; returns the pool's SetupConnection.Success flags.
 pub(super) async fn connect_with_flags(stack: &Stack, flags: u32) -> (PoolConnection, u32) {
@@ -29,30 +29,11 @@ pub(super) async fn connect_with_flags(stack: &Stack, flags: u32) -> (PoolConnec
         PoolConnection::connect(&stack.pool.sv2_address().to_string(), Some(authority))
             .await
             .unwrap();
-    let text = |value: &str| Str0255Owned::try_from(value.to_owned()).unwrap();
-    connection
-        .send(AnyMessageOwned::Common(
-            CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
-                protocol: Protocol::MiningProtocol,
-                min_version: 2,
-                max_version: 2,
-                flags,
-                endpoint_host: text(""),
-                endpoint_port: 0,
-                vendor: text("test"),
-                hardware_version: text(""),
-                firmware: text(""),
-                device_id: text(""),
-            }),
-        ))
+    let flags = connection
+        .setup(flags, &TEST_DEVICE)
         .await
-        .unwrap();
-    match connection.recv().await.unwrap() {
-        AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(success)) => {
-            (connection, success.flags)
-        }
-        other => panic!("expected SetupConnection.Success, got {other:?}"),
-    }
+        .expect("SetupConnection.Success");
+    (connection, flags)
 }
 
 /// Sends an extended share; returns the pool's answer to it (skipping job updates).
@@ -114,7 +95,7 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
         .expect("the channel opens");
     let mut miner = Miner::on_channel(connection, opened).await;
     let mut rolled = miner.jobs.work().unwrap().clone();
-    rolled.version |= BIP320_MASK;
+    rolled.version |= VERSION_ROLLING_MASK;
     assert_ne!(rolled.version, miner.jobs.work().unwrap().version);
     let network = Target::from_compact(CompactTarget::from_consensus(rolled.nbits));
 
@@ -202,7 +183,7 @@ async fn extended_channels_roll_bip320_bits_and_nothing_else() {
         work.job.version_rolling_allowed,
         "extended jobs allow version rolling"
     );
-    let version = work.job.version | BIP320_MASK;
+    let version = work.job.version | VERSION_ROLLING_MASK;
     let network = work.network_target();
     let header = |version: u32, nonce: u32| work.header(&full_extranonce, version, nonce);
     let share = |sequence_number: u32, version: u32, nonce: u32| SubmitSharesExtendedOwned {
