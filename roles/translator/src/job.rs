@@ -19,6 +19,7 @@ use stratum_core::channels_sv2::target::u256_to_block_hash;
 use stratum_core::mining_sv2::{
     NewExtendedMiningJobOwned, SetNewPrevHashOwned, SubmitSharesExtendedOwned,
 };
+use stratum_core::stratum_translation::error::StratumTranslationError;
 use stratum_core::stratum_translation::sv2_to_sv1::build_sv1_notify_from_sv2;
 use stratum_core::sv1_api::server_to_client::Notify;
 use thiserror::Error;
@@ -35,6 +36,20 @@ pub enum LayoutError {
         extranonce2: usize,
     },
 }
+
+/// Why an Sv2 job cannot be given to the miner.
+#[derive(Debug, Error)]
+pub enum JobError {
+    #[error("SetNewPrevHash names job {0} that was never sent")]
+    UnknownJob(u32),
+    #[error("cannot translate the job: {0:?}")]
+    Translate(StratumTranslationError),
+}
+
+/// A share's extranonce does not fit Sv2's 32 bytes.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("extranonce longer than 32 bytes")]
+pub struct ExtranonceTooLong;
 
 /// How one miner's coinbase extranonce maps onto its upstream channel's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +210,7 @@ impl JobBook {
         &mut self,
         job: NewExtendedMiningJobOwned,
         context: &JobContext<'_>,
-    ) -> Result<Option<Notify>, String> {
+    ) -> Result<Option<Notify>, JobError> {
         if job.min_ntime.clone().into_inner().is_none() {
             self.future.insert(job.job_id, job);
             return Ok(None);
@@ -212,15 +227,12 @@ impl JobBook {
         &mut self,
         prev_hash: SetNewPrevHashOwned,
         context: &JobContext<'_>,
-    ) -> Result<Option<Notify>, String> {
+    ) -> Result<Option<Notify>, JobError> {
         self.prev_hash = Some(prev_hash.clone());
         let job = self.future.remove(&prev_hash.job_id);
         self.future.clear();
         let Some(job) = job else {
-            return Err(format!(
-                "SetNewPrevHash names job {} that was never sent",
-                prev_hash.job_id
-            ));
+            return Err(JobError::UnknownJob(prev_hash.job_id));
         };
         self.notify(prev_hash, job, true, context).map(Some)
     }
@@ -231,7 +243,7 @@ impl JobBook {
         job: NewExtendedMiningJobOwned,
         clean_jobs: bool,
         context: &JobContext<'_>,
-    ) -> Result<Notify, String> {
+    ) -> Result<Notify, JobError> {
         let channel_id = job.channel_id;
         let sv2_job_id = job.job_id;
         let version = job.version;
@@ -245,8 +257,8 @@ impl JobBook {
             .collect();
         let prev_hash_bytes = prev_hash.prev_hash.clone();
         let nbits = prev_hash.nbits;
-        let mut notify = build_sv1_notify_from_sv2(prev_hash, job, clean_jobs)
-            .map_err(|error| format!("cannot translate the job: {error:?}"))?;
+        let mut notify =
+            build_sv1_notify_from_sv2(prev_hash, job, clean_jobs).map_err(JobError::Translate)?;
         let mut coinb1: Vec<u8> = notify.coin_base1.clone().into();
         coinb1.extend_from_slice(&context.layout.coinb1_tail());
         notify.coin_base1 = coinb1.clone().into();
@@ -296,7 +308,7 @@ pub fn sv2_share(
     ntime: u32,
     nonce: u32,
     version: u32,
-) -> Result<SubmitSharesExtendedOwned, String> {
+) -> Result<SubmitSharesExtendedOwned, ExtranonceTooLong> {
     Ok(SubmitSharesExtendedOwned {
         channel_id: job.channel_id,
         sequence_number,
@@ -307,7 +319,7 @@ pub fn sv2_share(
         extranonce: layout
             .sv2_extranonce(extranonce2)
             .try_into()
-            .map_err(|_| "extranonce longer than 32 bytes".to_owned())?,
+            .map_err(|_| ExtranonceTooLong)?,
     })
 }
 

@@ -2,8 +2,10 @@
 //! so each miner's shares are credited to its own key.
 //!
 //! - [`downstream`]: one task per Sv1 connection (subscribe, configure, authorize, submit).
-//! - [`upstream`]: the one Sv2 connection to the pool (Noise, authority key checked), one extended
-//!   channel per authorized miner, reconnecting with backoff while miners stay connected.
+//! - [`upstream`]: the one Sv2 connection to the pool (`hashpool-sv2-client`: Noise, authority key
+//!   checked), one extended channel per authorized miner, reconnecting with backoff while miners
+//!   stay connected.
+//! - [`reject`]: why a share is not credited, as a metric label and an Sv1 error.
 //! - [`job`]: Sv2 jobs as Sv1 notifies and Sv1 shares as Sv2 shares (the extranonce layout).
 //! - [`sv1`]: the capped line reader and JSON-RPC classification on top of `sv1_api`.
 
@@ -11,12 +13,14 @@ pub mod config;
 pub mod downstream;
 pub mod job;
 pub mod metrics;
+pub mod reject;
 pub mod sv1;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hashpool_service::{accept_until_stopped, listen, ListenError, OnStop};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -32,12 +36,8 @@ const COMMAND_QUEUE: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum TranslatorError {
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("extranonce1 ({extranonce1} bytes) + extranonce2 ({extranonce2} bytes) is more than the 32 an extranonce can have")]
     ExtranonceTooLong { extranonce1: u8, extranonce2: u8 },
     #[error("extranonce2_size must be 1..=8 for cgminer-style firmware, not {0}")]
@@ -58,31 +58,7 @@ impl Translator {
     /// at once; their channels open when the pool is reachable.
     pub async fn start(config: TranslatorConfig) -> Result<Self, TranslatorError> {
         let downstream_config = config.downstream.clone();
-        if downstream_config.extranonce2_size == 0
-            || downstream_config.extranonce2_size > config::MAX_EXTRANONCE2_SIZE
-        {
-            return Err(TranslatorError::Extranonce2Size(
-                downstream_config.extranonce2_size,
-            ));
-        }
-        if u16::from(downstream_config.extranonce1_size)
-            + u16::from(downstream_config.extranonce2_size)
-            > 32
-        {
-            return Err(TranslatorError::ExtranonceTooLong {
-                extranonce1: downstream_config.extranonce1_size,
-                extranonce2: downstream_config.extranonce2_size,
-            });
-        }
-        let listen = |address: SocketAddr| async move {
-            let listener = TcpListener::bind(address)
-                .await
-                .map_err(|source| TranslatorError::Listen { address, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| TranslatorError::Listen { address, source })?;
-            Ok::<_, TranslatorError>((listener, bound))
-        };
+        check_extranonce_sizes(&downstream_config)?;
         let (sv1_listener, sv1_address) = listen(config.listen_address).await?;
         let (metrics_listener, metrics_address) = listen(config.metrics_address).await?;
 
@@ -136,35 +112,37 @@ impl Translator {
     }
 }
 
+/// Extranonce sizes every miner's firmware and every upstream channel can take.
+fn check_extranonce_sizes(config: &config::DownstreamConfig) -> Result<(), TranslatorError> {
+    if config.extranonce2_size == 0 || config.extranonce2_size > config::MAX_EXTRANONCE2_SIZE {
+        return Err(TranslatorError::Extranonce2Size(config.extranonce2_size));
+    }
+    if u16::from(config.extranonce1_size) + u16::from(config.extranonce2_size) > 32 {
+        return Err(TranslatorError::ExtranonceTooLong {
+            extranonce1: config.extranonce1_size,
+            extranonce2: config.extranonce2_size,
+        });
+    }
+    Ok(())
+}
+
+/// Serves every Sv1 connection until shutdown, each with an id of its own.
 async fn accept_loop(
     listener: TcpListener,
     context: Arc<DownstreamContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut connections = tokio::task::JoinSet::new();
     let mut next_id: upstream::MinerId = 0;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
+    let connection_shutdown = shutdown.clone();
+    accept_until_stopped(listener, shutdown, OnStop::Finish, move |stream, _| {
         let _ = stream.set_nodelay(true);
         next_id += 1;
-        connections.spawn(Downstream::serve(
+        Downstream::serve(
             next_id,
             stream,
             context.clone(),
-            shutdown.clone(),
-        ));
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
-    }
-    while connections.join_next().await.is_some() {}
+            connection_shutdown.clone(),
+        )
+    })
+    .await
 }
