@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hashpool_service::{accept_until_stopped, listen, ListenError, OnStop};
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::blocks::BlockSubmitter;
 use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
-use crate::config::PoolConfig;
+use crate::config::{AuthorityConfig, PoolConfig};
 use crate::downstream::{Downstream, PoolContext};
 use crate::metrics::PoolMetrics;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
@@ -31,12 +32,8 @@ pub enum PoolError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Publisher(#[from] PublisherError),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("extranonce allocator: {0}")]
     Extranonce(String),
 }
@@ -98,28 +95,8 @@ impl Pool {
             blocks,
         });
 
-        let listener = TcpListener::bind(config.listen_address)
-            .await
-            .map_err(|source| PoolError::Listen {
-                address: config.listen_address,
-                source,
-            })?;
-        let sv2_address = listener.local_addr().map_err(|source| PoolError::Listen {
-            address: config.listen_address,
-            source,
-        })?;
-        let http_listener = TcpListener::bind(config.http_address)
-            .await
-            .map_err(|source| PoolError::Listen {
-                address: config.http_address,
-                source,
-            })?;
-        let http_address = http_listener
-            .local_addr()
-            .map_err(|source| PoolError::Listen {
-                address: config.http_address,
-                source,
-            })?;
+        let (listener, sv2_address) = listen(config.listen_address).await?;
+        let (http_listener, http_address) = listen(config.http_address).await?;
 
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -175,61 +152,59 @@ async fn accept_loop(
     listener: TcpListener,
     context: Arc<PoolContext>,
     config: PoolConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                continue;
-            }
-        };
-        let context = context.clone();
-        let authority = config.authority.clone();
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let noise = crate::noise::accept(
-                tcp,
-                authority.public_key,
-                authority.secret_key,
-                Duration::from_secs(authority.cert_validity_secs),
-                crate::downstream::MAX_PAYLOAD,
-            )
-            .await;
-            let (reader, writer) = match noise {
-                Ok(halves) => halves,
-                Err(error) => {
-                    tracing::warn!(%peer, %error, "connection closed: Noise handshake failed");
-                    return;
-                }
-            };
-            context.metrics.connections.fetch_add(1, Ordering::Relaxed);
-            context
-                .metrics
-                .connections_total
-                .fetch_add(1, Ordering::Relaxed);
-            let reason = Downstream::new(context.clone(), peer.to_string(), writer)
-                .run(reader, shutdown)
-                .await;
-            context.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-            match &reason {
-                crate::downstream::CloseReason::PeerClosed
-                | crate::downstream::CloseReason::Shutdown => {
-                    tracing::info!(%peer, %reason, "connection closed")
-                }
-                _ => tracing::warn!(%peer, %reason, "connection closed"),
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
+    let connection_shutdown = shutdown.clone();
+    accept_until_stopped(listener, shutdown, OnStop::Abort, move |tcp, peer| {
+        serve_miner(
+            tcp,
+            peer,
+            context.clone(),
+            config.authority.clone(),
+            connection_shutdown.clone(),
+        )
+    })
+    .await
+}
+
+/// One miner's connection: the Noise handshake, then the connection until it closes.
+async fn serve_miner(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    context: Arc<PoolContext>,
+    authority: AuthorityConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let noise = crate::noise::accept(
+        tcp,
+        authority.public_key,
+        authority.secret_key,
+        Duration::from_secs(authority.cert_validity_secs),
+        crate::downstream::MAX_PAYLOAD,
+    )
+    .await;
+    let (reader, writer) = match noise {
+        Ok(halves) => halves,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "connection closed: Noise handshake failed");
+            return;
+        }
+    };
+    context.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    context
+        .metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let reason = Downstream::new(context.clone(), peer.to_string(), writer)
+        .run(reader, shutdown)
+        .await;
+    context.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    match &reason {
+        crate::downstream::CloseReason::PeerClosed | crate::downstream::CloseReason::Shutdown => {
+            tracing::info!(%peer, %reason, "connection closed")
+        }
+        _ => tracing::warn!(%peer, %reason, "connection closed"),
     }
-    connections.shutdown().await;
 }
 
 fn default_pool_id() -> String {

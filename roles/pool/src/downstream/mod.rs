@@ -5,11 +5,12 @@
 //! Anything the peer sends that is not valid Sv2 for this pool closes this connection, with the
 //! reason logged; nothing it sends can stop the pool.
 
-use hashpool_service::stopped;
+use hashpool_service::{stopped, unix_now};
+use hashpool_sv2_client::protocol::{REQUIRES_STANDARD_JOBS, SV2_VERSION};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ehash::{
     credited_work, expected_hashes, CreateQuote, MinerIdentity, QuoteMessage, ReleasePolicy,
@@ -66,10 +67,6 @@ use channel::{prev_hash_message, Channel, ChannelKind, Submission};
 /// Largest frame payload a miner may send; every mining message is far smaller. Checked on the
 /// frame header, before any of the payload is read (see [`crate::noise`]).
 pub const MAX_PAYLOAD: usize = 16 * 1024;
-/// The only Stratum V2 protocol version.
-const SV2_VERSION: u16 = 2;
-/// SetupConnection flags for the mining protocol (spec 5.3.1).
-const FLAG_REQUIRES_STANDARD_JOBS: u32 = 1;
 /// SetupConnection.Success flags for the mining protocol (spec 5.3.2): the pool sets neither
 /// REQUIRES_FIXED_VERSION (bit 0) nor REQUIRES_EXTENDED_CHANNELS (bit 1). Version rolling is
 /// always allowed: standard channels may roll the bits of `VERSION_ROLLING_MASK`, and extended
@@ -270,7 +267,7 @@ impl Downstream {
                 "SetupConnection refused: {code}"
             )));
         }
-        self.requires_standard_jobs = setup.flags & FLAG_REQUIRES_STANDARD_JOBS != 0;
+        self.requires_standard_jobs = setup.flags & REQUIRES_STANDARD_JOBS != 0;
         self.setup_done = true;
         tracing::info!(
             peer = %self.peer,
@@ -322,11 +319,4 @@ async fn read_frames(
             return;
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or_default()
 }
