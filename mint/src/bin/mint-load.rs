@@ -13,7 +13,7 @@ use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::WalletBuilder;
 use cdk::Amount;
 use clap::Parser;
-use ehash::{CreateQuote, LockingPubkey, QuoteMessage, UpdateQuote};
+use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, UpdateQuote};
 use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
 use hashpool_mint::{MintConfig, MintServer};
 use redis::AsyncCommands;
@@ -47,16 +47,16 @@ async fn main() -> anyhow::Result<()> {
     let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
     let creates: Vec<CreateQuote> = (0..args.quotes)
         .map(|_| {
-            CreateQuote::for_share(
-                bitcoin::hashes::Hash::from_byte_array(rand::random()),
-                key,
-                1 + rand::random::<u64>() % 64,
-                1,
-                1,
-                1,
-                1,
-                cdk::util::unix_time(),
-            )
+            CreateQuote::for_share(AcceptedShare {
+                share_hash: bitcoin::hashes::Hash::from_byte_array(rand::random()),
+                locking_pubkey: key,
+                credited_work: 1 + rand::random::<u64>() % 64,
+                channel_id: 1,
+                job_id: 1,
+                template_id: 1,
+                epoch: 1,
+                accepted_at: cdk::util::unix_time(),
+            })
         })
         .collect();
     // As the pool sends them: a create, then its PAID update.

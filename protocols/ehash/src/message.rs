@@ -89,30 +89,36 @@ pub struct CreateQuote {
     pub created_at: u64,
 }
 
+/// What the pool knows of a share it accepted: everything its create message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedShare {
+    pub share_hash: ShareHash,
+    pub locking_pubkey: LockingPubkey,
+    /// Exactly the work the job's target proves (see [`crate::credited_work`]).
+    pub credited_work: u64,
+    pub channel_id: u32,
+    pub job_id: u32,
+    pub template_id: u64,
+    /// The payout epoch the share belongs to: the height of the block its template builds.
+    pub epoch: u64,
+    /// Unix time, seconds.
+    pub accepted_at: u64,
+}
+
 impl CreateQuote {
-    /// A create message whose quote id is derived from the share hash.
-    #[allow(clippy::too_many_arguments)]
-    pub fn for_share(
-        share_hash: ShareHash,
-        locking_pubkey: LockingPubkey,
-        amount: u64,
-        channel_id: u32,
-        job_id: u32,
-        template_id: u64,
-        epoch: u64,
-        created_at: u64,
-    ) -> Self {
+    /// The create message of an accepted share; its quote id is derived from the share hash.
+    pub fn for_share(share: AcceptedShare) -> Self {
         Self {
-            quote_id: quote_id_for_share(&share_hash),
-            locking_pubkey,
-            amount,
+            quote_id: quote_id_for_share(&share.share_hash),
+            locking_pubkey: share.locking_pubkey,
+            amount: share.credited_work,
             unit: crate::UNIT.to_owned(),
-            share_hash,
-            channel_id,
-            job_id,
-            template_id,
-            epoch,
-            created_at,
+            share_hash: share.share_hash,
+            channel_id: share.channel_id,
+            job_id: share.job_id,
+            template_id: share.template_id,
+            epoch: share.epoch,
+            created_at: share.accepted_at,
         }
     }
 
@@ -319,16 +325,16 @@ mod tests {
     const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
     fn create() -> CreateQuote {
-        CreateQuote::for_share(
-            ShareHash::from_byte_array([7; 32]),
-            LockingPubkey::from_str(KEY).unwrap(),
-            64,
-            3,
-            11,
-            5,
-            102,
-            1_764_000_000,
-        )
+        CreateQuote::for_share(AcceptedShare {
+            share_hash: ShareHash::from_byte_array([7; 32]),
+            locking_pubkey: LockingPubkey::from_str(KEY).unwrap(),
+            credited_work: 64,
+            channel_id: 3,
+            job_id: 11,
+            template_id: 5,
+            epoch: 102,
+            accepted_at: 1_764_000_000,
+        })
     }
 
     fn reencode(value: serde_json::Value) -> Result<QuoteMessage, MessageError> {

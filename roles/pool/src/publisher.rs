@@ -425,18 +425,18 @@ mod tests {
 
     #[test]
     fn consecutive_updates_coalesce_in_order() {
-        let create = QuoteMessage::Create(ehash::CreateQuote::for_share(
-            bitcoin::hashes::Hash::all_zeros(),
-            "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+        let create = QuoteMessage::Create(ehash::CreateQuote::for_share(ehash::AcceptedShare {
+            share_hash: bitcoin::hashes::Hash::all_zeros(),
+            locking_pubkey: "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
                 .parse()
                 .unwrap(),
-            1,
-            1,
-            1,
-            1,
-            1,
-            1,
-        ));
+            credited_work: 1,
+            channel_id: 1,
+            job_id: 1,
+            template_id: 1,
+            epoch: 1,
+            accepted_at: 1,
+        }));
         let batch = [update(&[1]), update(&[2, 3]), create.clone(), update(&[4])];
         let merged = coalesce(batch.iter());
         assert_eq!(merged, vec![update(&[1, 2, 3]), create, update(&[4])]);

@@ -19,12 +19,46 @@ pub(super) enum ChannelError {
     NoFutureJob(u64),
 }
 
-/// Credit and block data remembered per job: the target the job was sent with, its template.
+/// Credit and block data remembered per job: the target the job was sent with (and what a
+/// share at it earns, computed once per job rather than per share), its template.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct JobInfo {
     pub(super) target: Target,
+    /// What each share of the job is credited, in units (see [`credited_work`]).
+    pub(super) credited_work: u64,
+    /// The hashes each share of the job proves, on average (see [`expected_hashes`]).
+    pub(super) proven_hashes: u128,
     pub(super) template_id: u64,
     pub(super) height: u64,
+}
+
+impl JobInfo {
+    fn new(target: Target, template: &Template) -> Self {
+        Self {
+            target,
+            credited_work: credited_work(target.to_le_bytes()),
+            proven_hashes: expected_hashes(target),
+            template_id: template.id,
+            height: template.height,
+        }
+    }
+}
+
+/// Where a share was submitted.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SubmittedShare {
+    pub(super) channel_id: u32,
+    pub(super) sequence_number: u32,
+    pub(super) job_id: u32,
+    pub(super) header: HeaderFields,
+}
+
+/// What a block header needs from a share beyond its job.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeaderFields {
+    pub(super) version: u32,
+    pub(super) ntime: u32,
+    pub(super) nonce: u32,
 }
 
 /// A share of either channel type.
@@ -34,19 +68,24 @@ pub(super) enum Submission {
 }
 
 impl Submission {
-    /// (channel id, sequence number, job id)
-    pub(super) fn ids(&self) -> (u32, u32, u32) {
-        match self {
-            Submission::Standard(share) => (share.channel_id, share.sequence_number, share.job_id),
-            Submission::Extended(share) => (share.channel_id, share.sequence_number, share.job_id),
+    pub(super) fn submitted(&self) -> SubmittedShare {
+        macro_rules! submitted {
+            ($share:expr) => {
+                SubmittedShare {
+                    channel_id: $share.channel_id,
+                    sequence_number: $share.sequence_number,
+                    job_id: $share.job_id,
+                    header: HeaderFields {
+                        version: $share.version,
+                        ntime: $share.ntime,
+                        nonce: $share.nonce,
+                    },
+                }
+            };
         }
-    }
-
-    /// (version, ntime, nonce): what the block header needs beyond the job.
-    pub(super) fn header_fields(&self) -> (u32, u32, u32) {
         match self {
-            Submission::Standard(share) => (share.version, share.ntime, share.nonce),
-            Submission::Extended(share) => (share.version, share.ntime, share.nonce),
+            Submission::Standard(share) => submitted!(share),
+            Submission::Extended(share) => submitted!(share),
         }
     }
 }
@@ -171,14 +210,8 @@ impl Channel {
             MiningOwned::NewExtendedMiningJob(job) => job.job_id,
             _ => return None,
         };
-        self.jobs.insert(
-            job_id,
-            JobInfo {
-                target: self.target(),
-                template_id: template.id,
-                height: template.height,
-            },
-        );
+        self.jobs
+            .insert(job_id, JobInfo::new(self.target(), template));
         Some(job_id)
     }
 }

@@ -1,6 +1,31 @@
 //! Opening and closing channels: identity, extranonce prefix, the first target.
 
+use stratum_apps::stratum_core::mining_sv2::{
+    OpenExtendedMiningChannelOwned, OpenStandardMiningChannelOwned,
+    ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
+    ERROR_CODE_OPEN_MINING_CHANNEL_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS,
+    ERROR_CODE_OPEN_MINING_CHANNEL_MIN_EXTRANONCE_SIZE_TOO_LARGE,
+};
+
 use super::*;
+
+/// A channel made for an open request, before it is answered and registered.
+pub(super) struct OpenedChannel {
+    channel_id: u32,
+    kind: ChannelKind,
+    identity: MinerIdentity,
+}
+
+/// A channel's extranonce prefix as an open-success message field.
+fn prefix_message<Field: TryFrom<Vec<u8>>>(prefix: &[u8]) -> Field
+where
+    Field::Error: std::fmt::Debug,
+{
+    prefix
+        .to_vec()
+        .try_into()
+        .expect("an extranonce prefix is at most 32 bytes")
+}
 
 impl Downstream {
     pub(super) async fn refuse_channel(
@@ -40,24 +65,58 @@ impl Downstream {
         open: OpenStandardMiningChannel<'_>,
     ) -> Result<(), CloseReason> {
         let open = open.into_owned();
-        let identity = match self.identity_of(&open.user_identity.as_utf8_or_hex()) {
-            Ok(identity) => identity,
+        let opened = match self.new_standard_channel(&open) {
+            Ok(opened) => opened,
             Err(code) => return self.refuse_channel(open.request_id, code).await,
         };
-        let allocated = self
+        let ChannelKind::Standard(channel) = &opened.kind else {
+            unreachable!("made by new_standard_channel")
+        };
+        // A device that did not ask for standard jobs gets its standard channels' work through
+        // a group channel, as SRI's pool does.
+        let group_channel_id = if self.requires_standard_jobs {
+            0
+        } else {
+            let prefix_len = channel.get_extranonce_prefix().len();
+            match self.join_group(opened.channel_id, prefix_len) {
+                Ok(group_channel_id) => group_channel_id,
+                Err(error) => {
+                    tracing::error!(peer = %self.peer, channel_id = opened.channel_id, %error, "cannot group the channel");
+                    return self
+                        .refuse_channel(
+                            open.request_id,
+                            ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED,
+                        )
+                        .await;
+                }
+            }
+        };
+        let success = OpenStandardMiningChannelSuccessOwned {
+            request_id: open.request_id,
+            channel_id: opened.channel_id,
+            target: channel.get_target().to_le_bytes().into(),
+            extranonce_prefix: prefix_message(channel.get_extranonce_prefix()),
+            group_channel_id,
+        };
+        self.send_mining(MiningOwned::OpenStandardMiningChannelSuccess(success))
+            .await?;
+        self.add_channel(opened, group_channel_id != 0).await
+    }
+
+    /// A standard channel for the request, with its identity, extranonce prefix and settled
+    /// target, or the OpenMiningChannel.Error code to refuse it with.
+    fn new_standard_channel(
+        &self,
+        open: &OpenStandardMiningChannelOwned,
+    ) -> Result<OpenedChannel, &'static str> {
+        let identity = self.identity_of(&open.user_identity.as_utf8_or_hex())?;
+        let prefix = self
             .context
             .allocator
             .lock()
             .expect("allocator lock")
-            .allocate_standard();
-        let prefix = match allocated {
-            Ok(prefix) => prefix,
-            Err(_) => {
-                return self
-                    .refuse_channel(open.request_id, "channel-capacity-exhausted")
-                    .await
-            }
-        };
+            .allocate_standard()
+            .map_err(|_| ERROR_CODE_OPEN_MINING_CHANNEL_CHANNEL_CAPACITY_EXHAUSTED)?;
         let channel_id = self.context.next_channel_id.fetch_add(1, Ordering::Relaxed);
         let channel = StandardChannel::new_for_pool(
             channel_id,
@@ -69,56 +128,19 @@ impl Downstream {
             self.context.shares_per_minute,
             POOL_TAG.to_owned(),
             None,
-        );
-        let made = channel
-            .map(|channel| ChannelKind::Standard(Box::new(channel)))
-            .map_err(|error| standard_open_error_code(&error));
-        let kind = match self.settled(made) {
-            Ok(kind) => kind,
-            Err(code) => return self.refuse_channel(open.request_id, code).await,
-        };
-        let ChannelKind::Standard(channel) = &kind else {
-            unreachable!("made above")
-        };
-        // A device that did not ask for standard jobs gets its standard channels' work through
-        // a group channel, as SRI's pool does.
-        let group_channel_id = if self.requires_standard_jobs {
-            0
-        } else {
-            match self.join_group(channel_id, channel.get_extranonce_prefix().len()) {
-                Ok(group_channel_id) => group_channel_id,
-                Err(error) => {
-                    tracing::error!(peer = %self.peer, channel_id, %error, "cannot group the channel");
-                    return self
-                        .refuse_channel(open.request_id, "channel-capacity-exhausted")
-                        .await;
-                }
-            }
-        };
-        let success = OpenStandardMiningChannelSuccessOwned {
-            request_id: open.request_id,
+        )
+        .map_err(|error| standard_open_error_code(&error))?;
+        let kind = self.settled(ChannelKind::Standard(Box::new(channel)))?;
+        Ok(OpenedChannel {
             channel_id,
-            target: channel.get_target().to_le_bytes().into(),
-            extranonce_prefix: channel
-                .get_extranonce_prefix()
-                .to_vec()
-                .try_into()
-                .expect("an extranonce prefix is at most 32 bytes"),
-            group_channel_id,
-        };
-        self.send_mining(MiningOwned::OpenStandardMiningChannelSuccess(success))
-            .await?;
-        self.add_channel(channel_id, kind, group_channel_id != 0, identity)
-            .await
+            kind,
+            identity,
+        })
     }
 
-    /// A channel channels_sv2 made for a miner, with its target settled on a power of two (see
-    /// [`ChannelKind::settle_target`]), or the OpenMiningChannel.Error code to refuse it with.
-    fn settled(
-        &self,
-        made: Result<ChannelKind, &'static str>,
-    ) -> Result<ChannelKind, &'static str> {
-        let mut kind = made?;
+    /// The channel with its target settled on a power of two (see
+    /// [`ChannelKind::settle_target`]), or the code to refuse it with.
+    fn settled(&self, mut kind: ChannelKind) -> Result<ChannelKind, &'static str> {
         kind.settle_target(self.context.minimum_share_work)
             .ok_or(ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE)?;
         Ok(kind)
@@ -129,29 +151,45 @@ impl Downstream {
         open: OpenExtendedMiningChannel<'_>,
     ) -> Result<(), CloseReason> {
         let open = open.into_owned();
-        if self.requires_standard_jobs {
-            return self
-                .refuse_channel(
-                    open.request_id,
-                    "extended-channels-not-supported-for-standard-jobs",
-                )
-                .await;
-        }
-        let identity = match self.identity_of(&open.user_identity.as_utf8_or_hex()) {
-            Ok(identity) => identity,
+        let opened = match self.new_extended_channel(&open) {
+            Ok(opened) => opened,
             Err(code) => return self.refuse_channel(open.request_id, code).await,
         };
-        let allocated = {
+        let ChannelKind::Extended(channel) = &opened.kind else {
+            unreachable!("made by new_extended_channel")
+        };
+        let success = OpenExtendedMiningChannelSuccessOwned {
+            request_id: open.request_id,
+            channel_id: opened.channel_id,
+            target: channel.get_target().to_le_bytes().into(),
+            extranonce_size: channel.get_rollable_extranonce_size(),
+            extranonce_prefix: prefix_message(channel.get_extranonce_prefix()),
+            group_channel_id: 0,
+        };
+        self.send_mining(MiningOwned::OpenExtendedMiningChannelSuccess(success))
+            .await?;
+        self.add_channel(opened, false).await
+    }
+
+    /// An extended channel for the request, or the OpenMiningChannel.Error code to refuse it
+    /// with.
+    fn new_extended_channel(
+        &self,
+        open: &OpenExtendedMiningChannelOwned,
+    ) -> Result<OpenedChannel, &'static str> {
+        if self.requires_standard_jobs {
+            return Err(
+                ERROR_CODE_OPEN_MINING_CHANNEL_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS,
+            );
+        }
+        let identity = self.identity_of(&open.user_identity.as_utf8_or_hex())?;
+        let (prefix, rollable) = {
             let mut allocator = self.context.allocator.lock().expect("allocator lock");
             let rollable = allocator.rollable_extranonce_size();
-            allocator
+            let prefix = allocator
                 .allocate_extended(open.min_extranonce_size as usize)
-                .map(|prefix| (prefix, rollable))
-        };
-        let Ok((prefix, rollable)) = allocated else {
-            return self
-                .refuse_channel(open.request_id, "min-extranonce-size-too-large")
-                .await;
+                .map_err(|_| ERROR_CODE_OPEN_MINING_CHANNEL_MIN_EXTRANONCE_SIZE_TOO_LARGE)?;
+            (prefix, rollable)
         };
         let channel_id = self.context.next_channel_id.fetch_add(1, Ordering::Relaxed);
         let channel = ExtendedChannel::new_for_pool(
@@ -166,42 +204,27 @@ impl Downstream {
             self.context.shares_per_minute,
             POOL_TAG.to_owned(),
             None,
-        );
-        let made = channel
-            .map(|channel| ChannelKind::Extended(Box::new(channel)))
-            .map_err(|error| extended_open_error_code(&error));
-        let kind = match self.settled(made) {
-            Ok(kind) => kind,
-            Err(code) => return self.refuse_channel(open.request_id, code).await,
-        };
-        let ChannelKind::Extended(channel) = &kind else {
-            unreachable!("made above")
-        };
-        let success = OpenExtendedMiningChannelSuccessOwned {
-            request_id: open.request_id,
+        )
+        .map_err(|error| extended_open_error_code(&error))?;
+        let kind = self.settled(ChannelKind::Extended(Box::new(channel)))?;
+        Ok(OpenedChannel {
             channel_id,
-            target: channel.get_target().to_le_bytes().into(),
-            extranonce_size: channel.get_rollable_extranonce_size(),
-            extranonce_prefix: channel
-                .get_extranonce_prefix()
-                .to_vec()
-                .try_into()
-                .expect("an extranonce prefix is at most 32 bytes"),
-            group_channel_id: 0,
-        };
-        self.send_mining(MiningOwned::OpenExtendedMiningChannelSuccess(success))
-            .await?;
-        self.add_channel(channel_id, kind, false, identity).await
+            kind,
+            identity,
+        })
     }
 
     /// Registers an opened channel and gives it work on the current template at once.
     pub(super) async fn add_channel(
         &mut self,
-        channel_id: u32,
-        kind: ChannelKind,
+        opened: OpenedChannel,
         grouped: bool,
-        identity: MinerIdentity,
     ) -> Result<(), CloseReason> {
+        let OpenedChannel {
+            channel_id,
+            kind,
+            identity,
+        } = opened;
         tracing::info!(peer = %self.peer, channel_id, grouped, miner = %identity, "channel opened");
         self.context
             .metrics
@@ -247,7 +270,7 @@ pub(super) fn standard_open_error_code(
     use stratum_apps::stratum_core::channels_sv2::server::error::StandardChannelError as E;
     match error {
         E::OpenChannelInvalidNominalHashrate(code) | E::OpenChannelInvalidMaxTarget(code) => code,
-        _ => "max-target-out-of-range",
+        _ => ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
     }
 }
 
@@ -257,6 +280,6 @@ pub(super) fn extended_open_error_code(
     use stratum_apps::stratum_core::channels_sv2::server::error::ExtendedChannelError as E;
     match error {
         E::OpenChannelInvalidNominalHashrate(code) | E::OpenChannelInvalidMaxTarget(code) => code,
-        _ => "min-extranonce-size-too-large",
+        _ => ERROR_CODE_OPEN_MINING_CHANNEL_MIN_EXTRANONCE_SIZE_TOO_LARGE,
     }
 }

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ehash::{
-    credited_work, expected_hashes, CreateQuote, MinerIdentity, QuoteMessage, ReleasePolicy,
-    ShareWork, UpdateQuote,
+    credited_work, expected_hashes, AcceptedShare, CreateQuote, MinerIdentity, QuoteMessage,
+    ReleasePolicy, ShareWork, UpdateQuote,
 };
 use stratum_apps::stratum_core::bitcoin::hashes::Hash;
 use stratum_apps::stratum_core::bitcoin::{BlockHash, Target};
@@ -29,7 +29,8 @@ use stratum_apps::stratum_core::channels_sv2::server::standard::StandardChannel;
 use stratum_apps::stratum_core::channels_sv2::{Vardiff, VardiffState};
 use stratum_apps::stratum_core::common_messages_sv2::{
     has_version_rolling, Protocol, SetupConnection, SetupConnectionErrorOwned,
-    SetupConnectionSuccess,
+    SetupConnectionSuccess, ERROR_CODE_SETUP_CONNECTION_PROTOCOL_VERSION_MISMATCH,
+    ERROR_CODE_SETUP_CONNECTION_UNSUPPORTED_PROTOCOL,
 };
 use stratum_apps::stratum_core::framing_sv2::framing::MessageFrame;
 use stratum_apps::stratum_core::framing_sv2::header::Header;
@@ -39,7 +40,8 @@ use stratum_apps::stratum_core::mining_sv2::{
     SetNewPrevHashOwned as MiningSetNewPrevHash, SetTargetOwned, SubmitSharesErrorOwned,
     SubmitSharesExtendedOwned, SubmitSharesStandard, SubmitSharesSuccess, UpdateChannel,
     UpdateChannelErrorOwned, ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
-    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW, ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID,
+    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID,
+    ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID,
     ERROR_CODE_UPDATE_CHANNEL_INVALID_NOMINAL_HASHRATE,
     ERROR_CODE_UPDATE_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
 };
@@ -248,9 +250,9 @@ impl Downstream {
             return Err(CloseReason::Protocol("SetupConnection sent twice".into()));
         }
         let refusal = if setup.protocol != Protocol::MiningProtocol {
-            Some(("unsupported-protocol", 0))
+            Some((ERROR_CODE_SETUP_CONNECTION_UNSUPPORTED_PROTOCOL, 0))
         } else if setup.get_version(SV2_VERSION, SV2_VERSION).is_none() {
-            Some(("protocol-version-mismatch", 0))
+            Some((ERROR_CODE_SETUP_CONNECTION_PROTOCOL_VERSION_MISMATCH, 0))
         } else {
             None
         };

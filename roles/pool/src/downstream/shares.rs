@@ -1,14 +1,13 @@
 //! Shares: validate, credit (the quote), acknowledge, and hand over found blocks.
 
-use super::channel::JobInfo;
+use super::channel::{HeaderFields, JobInfo, SubmittedShare};
 use super::*;
 
 impl Downstream {
     /// Validates a share on its channel and answers it.
     pub(super) async fn submit(&mut self, share: Submission) -> Result<(), CloseReason> {
-        let (channel_id, sequence_number, job_id) = share.ids();
-        let header = share.header_fields();
-        let result = match (self.channels.get_mut(&channel_id), share) {
+        let submitted = share.submitted();
+        let result = match (self.channels.get_mut(&submitted.channel_id), share) {
             (
                 Some(Channel {
                     kind: ChannelKind::Standard(channel),
@@ -26,12 +25,15 @@ impl Downstream {
             // No such channel, or a share of the other channel type.
             _ => {
                 return self
-                    .reject_share(channel_id, sequence_number, "invalid-channel-id")
+                    .reject_share(
+                        submitted.channel_id,
+                        submitted.sequence_number,
+                        ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID,
+                    )
                     .await
             }
         };
-        self.on_share_result(channel_id, sequence_number, job_id, header, result)
-            .await
+        self.on_share_result(submitted, result).await
     }
 
     pub(super) async fn reject_share(
@@ -53,12 +55,15 @@ impl Downstream {
     /// block (if it is one), credit it and acknowledge it.
     pub(super) async fn on_share_result(
         &mut self,
-        channel_id: u32,
-        sequence_number: u32,
-        job_id: u32,
-        header: (u32, u32, u32),
+        share: SubmittedShare,
         result: Result<ShareValidationResult, ShareValidationError>,
     ) -> Result<(), CloseReason> {
+        let SubmittedShare {
+            channel_id,
+            sequence_number,
+            job_id,
+            header,
+        } = share;
         let (share_hash, block) = match result {
             Ok(ShareValidationResult::Valid(hash)) => (hash.to_byte_array(), None),
             Ok(ShareValidationResult::BlockFound(hash, template_id, coinbase)) => {
@@ -135,18 +140,22 @@ impl Downstream {
     /// work of the job's target, and counts it.
     fn credit(&self, channel_id: u32, job_id: u32, job: JobInfo, share_hash: [u8; 32]) {
         let locking_key = self.channels[&channel_id].identity.locking_key();
-        let work = credited_work(job.target.to_le_bytes());
-        let create = CreateQuote::for_share(
-            BlockHash::from_byte_array(share_hash),
-            locking_key,
-            work,
+        let create = CreateQuote::for_share(AcceptedShare {
+            share_hash: BlockHash::from_byte_array(share_hash),
+            locking_pubkey: locking_key,
+            credited_work: job.credited_work,
             channel_id,
             job_id,
-            job.template_id,
-            job.height,
-            unix_now(),
+            template_id: job.template_id,
+            epoch: job.height,
+            accepted_at: unix_now(),
+        });
+        tracing::debug!(
+            channel_id,
+            quote_id = %create.quote_id,
+            work = job.credited_work,
+            "share accepted"
         );
-        tracing::debug!(channel_id, quote_id = %create.quote_id, work, "share accepted");
         let quote_id = create.quote_id;
         self.context.quotes.publish(QuoteMessage::Create(create));
         if self.context.release_policy == ReleasePolicy::Ehash {
@@ -157,8 +166,8 @@ impl Downstream {
         }
         self.context.metrics.share_accepted(
             &locking_key.to_string(),
-            work,
-            expected_hashes(job.target),
+            job.credited_work,
+            job.proven_hashes,
         );
     }
 
@@ -184,7 +193,11 @@ impl Downstream {
         share_hash: [u8; 32],
         template_id: u64,
         coinbase: &[u8],
-        (version, ntime, nonce): (u32, u32, u32),
+        HeaderFields {
+            version,
+            ntime,
+            nonce,
+        }: HeaderFields,
     ) {
         let Some(template) = self.context.template_store.get(template_id) else {
             tracing::error!(template_id, "block found on a template no longer kept");
