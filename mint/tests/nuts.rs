@@ -136,7 +136,8 @@ async fn nut06_info_advertises_exactly_what_the_mint_serves() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["code"].is_number(), "{body}");
+    // cdk answers an unsupported payment method with its generic code.
+    assert_eq!(body["code"], 50000, "{body}");
     let (status, body) = harness.http_get("/v1/keys").await;
     assert_eq!(status, 200);
     let units: Vec<&str> = body["keysets"]
@@ -376,7 +377,13 @@ async fn nut11_p2pk_locked_ecash_needs_the_key() {
         .receive(&token, ReceiveOptions::default())
         .await
         .expect_err("P2PK-locked ecash without the key");
-    assert!(!error.to_string().is_empty());
+    assert!(
+        matches!(
+            error,
+            cdk::Error::NUT11(cdk::nuts::nut11::Error::SignaturesNotProvided)
+        ),
+        "{error:?}"
+    );
     assert_eq!(u64::from(thief.total_balance().await.unwrap()), 0);
 
     let owner = harness.wallet().await;

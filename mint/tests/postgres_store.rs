@@ -2,14 +2,14 @@
 //! the real Redis: a quote created and released through the stream is PAID in the store.
 
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use cdk::mint::QuoteId;
 use cdk::nuts::{MintQuoteState, SecretKey};
-use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
+use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
 use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
 use hashpool_mint::{MintConfig, MintServer};
+use hashpool_testkit::eventually;
 use redis::AsyncCommands;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,16 +39,16 @@ async fn quotes_flow_into_the_postgres_store() {
     assert!(!dir.path().join("unused.sqlite").exists());
 
     let locking = LockingPubkey::from_str(&SecretKey::generate().public_key().to_hex()).unwrap();
-    let create = CreateQuote::for_share(
-        ShareHash::from_byte_array(rand::random()),
-        locking,
-        42,
-        1,
-        1,
-        1,
-        102,
-        1_764_000_000,
-    );
+    let create = CreateQuote::for_share(AcceptedShare {
+        share_hash: ShareHash::from_byte_array(rand::random()),
+        locking_pubkey: locking,
+        credited_work: 42,
+        channel_id: 1,
+        job_id: 1,
+        template_id: 1,
+        epoch: 102,
+        accepted_at: 1_764_000_000,
+    });
     let mut redis = redis::Client::open("redis://127.0.0.1:6379")
         .unwrap()
         .get_multiplexed_async_connection()
@@ -66,19 +66,12 @@ async fn quotes_flow_into_the_postgres_store() {
 
     let store = server.mint().localstore();
     let id = QuoteId::from(create.quote_id);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let quote = eventually("the quote PAID in PostgreSQL", async || {
         let quote = store.get_mint_quote(&id).await.unwrap();
-        if let Some(quote) = quote.filter(|quote| quote.state() == MintQuoteState::Paid) {
-            assert_eq!(quote.amount_paid().value(), 42);
-            assert_eq!(quote.pubkey.unwrap().to_hex(), locking.to_string());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the quote never became PAID in PostgreSQL"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        quote.filter(|quote| quote.state() == MintQuoteState::Paid)
+    })
+    .await;
+    assert_eq!(quote.amount_paid().value(), 42);
+    assert_eq!(quote.pubkey.unwrap().to_hex(), locking.to_string());
     server.shutdown().await;
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::Ordering;
 
+use hashpool_testkit::wait_for_within;
+
 use common::{assert_settled, share_amounts, wait_for_output, wallet_side, CuttingProxy, Stack};
 
 /// Enough quotes for several batches at the mint's advertised size.
@@ -25,11 +27,12 @@ async fn the_mint_killed_mid_batch_then_the_next_mint_recovers_exactly() {
     let mut wallet = stack.spawn_wallet("mint-1", &["mint"]);
     wait_for_output(&mut wallet, "minted a batch of", Duration::from_secs(120)).await;
     stack.kill_mint();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while wallet.is_running() {
-        assert!(Instant::now() < deadline, "the wallet never gave up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_within(
+        "the wallet to give up",
+        Duration::from_secs(120),
+        async || !wallet.is_running(),
+    )
+    .await;
     assert!(
         wallet.output().contains("cannot reach the mint"),
         "{}",
@@ -69,12 +72,15 @@ async fn the_wallet_killed_after_sending_a_batch_then_the_next_mint_recovers_exa
     // Kill the wallet as soon as the mint has answered its first batch: the wallet is then
     // reading the signatures, or has sent the next batch.
     let mut wallet = stack.spawn_wallet("mint-1", &["mint"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while stack.mint_metric("hashpool_mint_mint_requests_total").await == 0 {
-        assert!(wallet.is_running(), "{}", wallet.output());
-        assert!(Instant::now() < deadline, "no batch reached the mint");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_within(
+        "a batch at the mint",
+        Duration::from_secs(120),
+        async || {
+            assert!(wallet.is_running(), "{}", wallet.output());
+            stack.mint_metric("hashpool_mint_mint_requests_total").await > 0
+        },
+    )
+    .await;
     wallet.kill();
     let interrupted = wallet_side(&stack.wallet_dir()).await;
     assert_eq!(
@@ -206,21 +212,14 @@ async fn wallet_watch_mints_everything_across_a_mint_restart() {
     stack.wait_stream_applied(Duration::from_secs(120)).await;
 
     let total = first + second;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        // `wallet balance` reads the store watch writes; SQLite takes the second reader.
-        let balance = stack.wallet_ok(&["balance"]);
-        if balance.trim() == format!("{total} hash") {
-            break;
-        }
-        assert!(watch.is_running(), "{}", watch.output());
-        assert!(
-            Instant::now() < deadline,
-            "watch never minted it all: {balance}\n{}",
-            watch.output()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // watch logs its balance after each pass that minted something.
+    let all_minted = format!("balance={total} ");
+    wait_for_output(&mut watch, &all_minted, Duration::from_secs(180)).await;
+    // `wallet balance` reads the store watch writes; SQLite takes the second reader.
+    assert_eq!(
+        stack.wallet_ok(&["balance"]).trim(),
+        format!("{total} hash")
+    );
     watch.terminate(Duration::from_secs(10));
     // The mint died under a batch in flight, which watch resolved after the restart.
     assert!(

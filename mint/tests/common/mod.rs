@@ -9,15 +9,15 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::Wallet;
 use cdk::Amount;
-use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ShareHash};
+use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ShareHash};
 use hashpool_mint::config::ConsumerConfig;
 use hashpool_mint::{MintConfig, MintServer};
+use hashpool_testkit::{eventually, wait_for};
 use redis::AsyncCommands;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -99,20 +99,30 @@ impl Harness {
     }
 
     pub async fn wait_for_state(&self, quote_id: Uuid, state: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(format!("quote {quote_id} to be {state}"), async || {
             let (status, body) = self
                 .http_get(&format!("/v1/mint/quote/ehash/{quote_id}"))
                 .await;
-            if status == 200 && quote_state(&body) == state {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "quote {quote_id} never reached {state}: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (status == 200 && quote_state(&body) == state).then_some(body)
+        })
+        .await
+    }
+
+    /// Waits until the mint has made its consumer group on the stream.
+    pub async fn wait_for_consumer_group(&mut self) {
+        let stream = self.stream.clone();
+        let redis = &mut self.redis;
+        wait_for("the mint's consumer group", async || {
+            let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
+                redis.xinfo_groups(&stream).await;
+            groups.is_ok_and(|reply| {
+                reply
+                    .groups
+                    .iter()
+                    .any(|group| group.name == ehash::MINT_CONSUMER_GROUP)
+            })
+        })
+        .await;
     }
 
     /// A wallet with a fresh random seed and an empty in-memory store.
@@ -145,11 +155,10 @@ impl Harness {
 
     /// Waits until the mint has acknowledged every entry it read.
     pub async fn wait_all_acknowledged(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.pending_count().await > 0 {
-            assert!(Instant::now() < deadline, "entries never acknowledged");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for("every entry acknowledged", async || {
+            self.pending_count().await == 0
+        })
+        .await;
     }
 
     /// Has the pool create a quote for `amount` locked to `secret`'s key and release it, then
@@ -244,16 +253,16 @@ pub fn miner_key() -> (SecretKey, LockingPubkey) {
 }
 
 pub fn share(locking: LockingPubkey, amount: u64) -> CreateQuote {
-    CreateQuote::for_share(
-        ShareHash::from_byte_array(rand::random()),
-        locking,
-        amount,
-        1,
-        1,
-        1,
-        102,
-        1_764_000_000,
-    )
+    CreateQuote::for_share(AcceptedShare {
+        share_hash: ShareHash::from_byte_array(rand::random()),
+        locking_pubkey: locking,
+        credited_work: amount,
+        channel_id: 1,
+        job_id: 1,
+        template_id: 1,
+        epoch: 102,
+        accepted_at: 1_764_000_000,
+    })
 }
 
 /// Registers an externally created quote in the wallet with its NUT-20 key, as the hashpool
@@ -270,4 +279,32 @@ pub async fn adopt_quote(wallet: &Wallet, create: &CreateQuote, secret: &SecretK
         Some(secret.clone()),
     );
     wallet.localstore.add_mint_quote(quote).await.unwrap();
+}
+
+/// The body of a NUT-04 mint request for `amount` on `quote_id`, with fresh outputs on the hash
+/// keyset and signed with `secret` (NUT-20): what a wallet would send, without the wallet's own
+/// checks in front.
+pub fn signed_mint_request(
+    harness: &Harness,
+    quote_id: Uuid,
+    amount: u64,
+    secret: &SecretKey,
+) -> String {
+    let keyset_id =
+        harness.server().mint().get_active_keysets()[&CurrencyUnit::custom(ehash::UNIT)];
+    let amounts: cdk::amount::FeeAndAmounts = (0, (0..64).map(|bit| 1u64 << bit).collect()).into();
+    let outputs = cdk::nuts::PreMintSecrets::random(
+        keyset_id,
+        Amount::from(amount),
+        &cdk::amount::SplitTarget::None,
+        &amounts,
+    )
+    .unwrap();
+    let mut request = cdk::nuts::MintRequest {
+        quote: quote_id.to_string(),
+        outputs: outputs.blinded_messages(),
+        signature: None,
+    };
+    request.sign(secret).unwrap();
+    serde_json::to_string(&request).unwrap()
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
-use ehash::{CreateQuote, QuoteMessage, Release, ShareHash, UpdateQuote};
+use ehash::{AcceptedShare, CreateQuote, QuoteMessage, Release, ShareHash, UpdateQuote};
 use hashpool_pool::publisher::{PublisherSettings, QuotePublisher, QuoteSender};
 use hashpool_testkit::{free_port, unique_redis_prefix, wait_for, RedisServer};
 use redis::AsyncCommands;
@@ -26,16 +26,16 @@ fn settings(url: &str, stream: &str, journal: PathBuf, capacity: usize) -> Publi
 }
 
 fn accepted_share(sender: &QuoteSender) -> Uuid {
-    let create = CreateQuote::for_share(
-        ShareHash::from_byte_array(rand::random()),
-        KEY.parse().unwrap(),
-        8,
-        1,
-        2,
-        3,
-        102,
-        1_764_000_000,
-    );
+    let create = CreateQuote::for_share(AcceptedShare {
+        share_hash: ShareHash::from_byte_array(rand::random()),
+        locking_pubkey: KEY.parse().unwrap(),
+        credited_work: 8,
+        channel_id: 1,
+        job_id: 2,
+        template_id: 3,
+        epoch: 102,
+        accepted_at: 1_764_000_000,
+    });
     let id = create.quote_id;
     sender.publish(QuoteMessage::Create(create));
     sender.publish(QuoteMessage::Update(UpdateQuote::paid(vec![id])));
@@ -86,7 +86,7 @@ async fn publishes_in_order_exactly_once_and_coalesces_updates() {
         QuotePublisher::start(settings(url, &stream, dir.path().join("journal"), 10_000)).unwrap();
     let ids: Vec<Uuid> = (0..300).map(|_| accepted_share(&sender)).collect();
     let metrics = sender.metrics().clone();
-    wait_for("all published", || {
+    wait_for("all published", async || {
         metrics.published.load(Ordering::Relaxed) == 600
     })
     .await;
@@ -109,7 +109,7 @@ async fn redis_outage_buffers_then_flushes_every_quote_exactly_once() {
     let metrics = sender.metrics().clone();
 
     let mut ids: Vec<Uuid> = (0..100).map(|_| accepted_share(&sender)).collect();
-    wait_for("the first 100 published", || {
+    wait_for("the first 100 published", async || {
         metrics.published.load(Ordering::Relaxed) == 200
     })
     .await;
@@ -119,16 +119,21 @@ async fn redis_outage_buffers_then_flushes_every_quote_exactly_once() {
     let started = Instant::now();
     ids.extend((0..100).map(|_| accepted_share(&sender)));
     assert!(started.elapsed() < Duration::from_secs(1));
-    wait_for("Redis seen down", || {
+    wait_for("Redis seen down", async || {
         !metrics.redis_up.load(Ordering::Relaxed)
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more failed attempts: the publisher kept trying and published nothing meanwhile.
+    let errors = metrics.redis_errors.load(Ordering::Relaxed);
+    wait_for("two more attempts on the stopped Redis", async || {
+        metrics.redis_errors.load(Ordering::Relaxed) >= errors + 2
+    })
+    .await;
     assert_eq!(metrics.published.load(Ordering::Relaxed), 200);
     assert_eq!(metrics.buffered(), 200);
 
     redis_server.restart().unwrap();
-    wait_for("the buffer flushed", || {
+    wait_for("the buffer flushed", async || {
         metrics.published.load(Ordering::Relaxed) == 400
     })
     .await;
@@ -149,7 +154,11 @@ async fn unsent_messages_are_journaled_on_shutdown_and_published_on_the_next_sta
     let (publisher, sender) =
         QuotePublisher::start(settings(&unreachable, &stream, journal.clone(), 10_000)).unwrap();
     let ids: Vec<Uuid> = (0..10).map(|_| accepted_share(&sender)).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = sender.metrics().clone();
+    wait_for("an attempt on the unreachable Redis", async || {
+        metrics.redis_errors.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     publisher.shutdown(Duration::from_millis(100)).await;
     assert_eq!(sender.metrics().journaled.load(Ordering::Relaxed), 20);
     assert_eq!(
@@ -161,7 +170,7 @@ async fn unsent_messages_are_journaled_on_shutdown_and_published_on_the_next_sta
     let (publisher, sender) =
         QuotePublisher::start(settings(url, &stream, journal.clone(), 10_000)).unwrap();
     let metrics = sender.metrics().clone();
-    wait_for("the journal published", || {
+    wait_for("the journal published", async || {
         metrics.published.load(Ordering::Relaxed) == 20
     })
     .await;

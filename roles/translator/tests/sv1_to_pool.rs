@@ -288,7 +288,7 @@ async fn miners_stay_connected_while_the_pool_restarts() {
 
     stack.stop_pool().await;
     // While the pool is down the miner keeps its connection; its shares are refused.
-    hashpool_testkit::wait_for("the translator to notice", || {
+    hashpool_testkit::wait_for("the translator to notice", async || {
         stack
             .translator
             .metrics()

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use bitcoincore_rpc::RpcApi;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ehash::{QuoteState, QuoteSummary};
 use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
@@ -17,7 +17,8 @@ use hashpool_mint::MintConfig;
 use hashpool_pool::config::{BitcoindConfig, DifficultyConfig, RedisConfig, VardiffConfig};
 use hashpool_pool::PoolConfig;
 use hashpool_testkit::{
-    free_port, regtest_address, unique_redis_prefix, workspace_binary, Bitcoind, Process,
+    eventually, eventually_within, free_port, regtest_address, unique_redis_prefix,
+    workspace_binary, Bitcoind, Process,
 };
 use serde_json::Value;
 
@@ -75,38 +76,25 @@ impl Stack {
 
     /// The pool's `/stats`, waiting for the pool to listen if it is starting.
     async fn pool_stats(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match cdk_http_client::HttpClient::new()
-                .fetch::<Value>(&format!("{}/stats", self.pool_http))
+        let url = format!("{}/stats", self.pool_http);
+        eventually("the pool's /stats", async || {
+            cdk_http_client::HttpClient::new()
+                .fetch::<Value>(&url)
                 .await
-            {
-                Ok(stats) => return stats,
-                Err(error) => assert!(
-                    Instant::now() < deadline,
-                    "the pool's /stats never answered: {error}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                .ok()
+        })
+        .await
     }
 
     /// Mines until the pool has accepted `count` shares in all.
     async fn mine_until_accepted(&self, count: u64, miner: &mut Process) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        let what = format!("the pool to accept {count} shares");
+        eventually_within(what, Duration::from_secs(120), async || {
             let stats = self.pool_stats().await;
-            if stats["shares_accepted"].as_u64().unwrap() >= count {
-                return stats;
-            }
             assert!(miner.is_running(), "the miner exited:\n{}", miner.output());
-            assert!(
-                Instant::now() < deadline,
-                "the pool accepted only {} of {count} shares",
-                stats["shares_accepted"]
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            (stats["shares_accepted"].as_u64().unwrap() >= count).then_some(stats)
+        })
+        .await
     }
 }
 
@@ -225,7 +213,6 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
     let while_dead = stack
         .mine_until_accepted(2 * SHARES_PER_PHASE, &mut miner)
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     mint.start().unwrap();
     stack
         .mine_until_accepted(3 * SHARES_PER_PHASE, &mut miner)
@@ -237,18 +224,13 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
         miner.output()
     );
 
-    // Shares in flight when the miner stopped may still be answered; wait until the count
-    // holds still and every quote is published.
-    let mut stats = stack.pool_stats().await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = stack.pool_stats().await;
-        if now["shares_accepted"] == stats["shares_accepted"] && now["quotes_buffered"] == 0 {
-            stats = now;
-            break;
-        }
-        stats = now;
-    }
+    // The pool answers every share the miner sent before it sees the connection close; then
+    // every quote is published.
+    let stats = eventually("the pool to see the miner leave and publish", async || {
+        let stats = stack.pool_stats().await;
+        (stats["connections"] == 0 && stats["quotes_buffered"] == 0).then_some(stats)
+    })
+    .await;
     let accepted = stats["shares_accepted"].as_u64().unwrap();
     let credited = stats["work_credited"].as_u64().unwrap();
     assert_eq!(stats["quotes_dropped"], 0);
@@ -259,20 +241,13 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
 
     // Every accepted share: exactly one quote at the mint, locked to alice, PAID, once the mint
     // has caught up.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let quotes = loop {
+    let what = format!("the mint to hold {accepted} PAID quotes");
+    let quotes = eventually_within(what, Duration::from_secs(60), async || {
         let rows = stack.quotes("alice");
-        if rows.len() as u64 == accepted && rows.iter().all(|row| row.state == QuoteState::Paid) {
-            break rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the mint holds {} quotes for {accepted} accepted shares\n{}",
-            rows.len(),
-            mint.output()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        (rows.len() as u64 == accepted && rows.iter().all(|row| row.state == QuoteState::Paid))
+            .then_some(rows)
+    })
+    .await;
     let ids: HashSet<&str> = quotes.iter().map(|row| row.quote.as_str()).collect();
     assert_eq!(ids.len() as u64, accepted, "no quote twice");
     let quoted: u64 = quotes.iter().map(|row| row.amount).sum();
@@ -314,8 +289,14 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
     assert_eq!(stack.balance("alice-restored"), credited - payment);
 
     // The pool's blocks reached bitcoind, paying the pool's coinbase address.
-    assert!(stats["blocks_found"].as_u64().unwrap() > 0);
-    assert!(node.rpc().get_block_count().unwrap() > start_height);
+    // Nothing else mines on this node: the chain grew by exactly the blocks the pool found.
+    let found = eventually("bitcoind to hold exactly the pool's blocks", async || {
+        let found = stack.pool_stats().await["blocks_found"].as_u64().unwrap();
+        let grown = node.rpc().get_block_count().unwrap() - start_height;
+        (found == grown).then_some(found)
+    })
+    .await;
+    assert!(found > 0, "the pool found blocks");
     let tip = node.rpc().get_best_block_hash().unwrap();
     let block = node.rpc().get_block(&tip).unwrap();
     assert_eq!(

@@ -3,9 +3,7 @@
 //! the work the pool credited for the shares it accepted, one quote per share.
 
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cdk::amount::SplitTarget;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
@@ -14,7 +12,7 @@ use cdk::Amount;
 use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
+use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
 use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 
@@ -95,17 +93,13 @@ async fn wallet_mints_exactly_the_credited_work_of_accepted_shares() {
         }
     }
 
-    let accepted = pool.metrics().shares_accepted.load(Ordering::Relaxed);
-    let credited = pool.metrics().work_credited.load(Ordering::Relaxed);
+    let accepted = pool.metrics().shares_accepted.get();
+    let credited = pool.metrics().work_credited.get();
     assert!(accepted > 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while mint.metrics().quotes_paid.load(Ordering::Relaxed) < accepted {
-        assert!(
-            Instant::now() < deadline,
-            "the mint never paid every accepted share's quote"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("the mint to pay every accepted share's quote", async || {
+        mint.metrics().quotes_paid.get() >= accepted
+    })
+    .await;
 
     // One quote per accepted share, locked to the miner's key, all PAID.
     let quotes = QuoteBook::new(mint.mint().clone())

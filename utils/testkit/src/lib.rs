@@ -5,10 +5,12 @@
 mod bitcoind;
 mod process;
 mod redis_server;
+mod wait;
 
 pub use bitcoind::{regtest_address, Bitcoind, BitcoindError};
 pub use process::{workspace_binary, Process};
 pub use redis_server::{wait_until, RedisServer};
+pub use wait::{eventually, eventually_within, wait_for, wait_for_within, DEFAULT_DEADLINE};
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -32,16 +34,4 @@ pub fn workspace_root() -> PathBuf {
         .join("../..")
         .canonicalize()
         .expect("the workspace root exists")
-}
-
-/// Waits (without blocking the runtime) until `condition` holds; panics naming `what` after 30 s.
-pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bitcoin::hashes::Hash;
 use cdk::cdk_database::{MintQuotesDatabase, WalletDatabase};
 use cdk::nuts::State;
-use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
-use hashpool_testkit::{free_port, workspace_binary, Process};
+use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
+use hashpool_testkit::{free_port, wait_for_within, workspace_binary, Process};
 use tempfile::TempDir;
 
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -106,25 +106,16 @@ claim_idle_ms = 300
 
     /// Waits until the mint answers `/health`.
     pub async fn wait_for_mint(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let url = format!("{}/health", self.mint_url);
-        while cdk_http_client::HttpClient::new()
-            .fetch::<serde_json::Value>(&url)
-            .await
-            .is_err()
-        {
-            assert!(
-                self.mint.is_running(),
-                "the mint exited:\n{}",
-                self.mint.output()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the mint never answered:\n{}",
-                self.mint.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mint = &mut self.mint;
+        wait_for_within("the mint's /health", Duration::from_secs(60), async || {
+            assert!(mint.is_running(), "the mint exited:\n{}", mint.output());
+            cdk_http_client::HttpClient::new()
+                .fetch::<serde_json::Value>(&url)
+                .await
+                .is_ok()
+        })
+        .await;
     }
 
     /// `kill -9` the mint.
@@ -145,16 +136,16 @@ claim_idle_ms = 300
         let creates: Vec<CreateQuote> = amounts
             .iter()
             .map(|amount| {
-                CreateQuote::for_share(
-                    ShareHash::from_byte_array(rand::random()),
-                    self.locking,
-                    *amount,
-                    1,
-                    1,
-                    1,
-                    102,
-                    1_764_000_000,
-                )
+                CreateQuote::for_share(AcceptedShare {
+                    share_hash: ShareHash::from_byte_array(rand::random()),
+                    locking_pubkey: self.locking,
+                    credited_work: *amount,
+                    channel_id: 1,
+                    job_id: 1,
+                    template_id: 1,
+                    epoch: 102,
+                    accepted_at: 1_764_000_000,
+                })
             })
             .collect();
         for chunk in creates.chunks(1000) {
@@ -186,25 +177,17 @@ claim_idle_ms = 300
 
     /// Waits until the mint has consumed and acknowledged every entry of the stream.
     pub async fn wait_stream_applied(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let (stream, redis) = (&self.stream, &mut self.redis);
+        wait_for_within("the mint to apply the stream", timeout, async || {
             let groups: redis::Value = redis::cmd("XINFO")
                 .arg("GROUPS")
-                .arg(&self.stream)
-                .query_async(&mut self.redis)
+                .arg(stream)
+                .query_async(redis)
                 .await
                 .unwrap();
-            let text = format!("{groups:?}");
-            if group_field(&groups, "lag") == Some(0) && group_field(&groups, "pending") == Some(0)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the mint did not apply the stream in {timeout:?}: {text}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            group_field(&groups, "lag") == Some(0) && group_field(&groups, "pending") == Some(0)
+        })
+        .await;
     }
 
     pub fn wallet_command(&self, args: &[&str]) -> std::process::Command {
@@ -382,20 +365,15 @@ pub async fn assert_settled(stack: &Stack, quotes: usize, total: u64) {
 
 /// Waits until `process`'s output contains `text`.
 pub async fn wait_for_output(process: &mut Process, text: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !process.output().contains(text) {
+    wait_for_within(format!("{text:?} in the output"), timeout, async || {
+        let output = process.output();
         assert!(
-            process.is_running(),
-            "exited before printing {text:?}:\n{}",
-            process.output()
+            output.contains(text) || process.is_running(),
+            "exited before printing {text:?}:\n{output}"
         );
-        assert!(
-            Instant::now() < deadline,
-            "never printed {text:?}:\n{}",
-            process.output()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        output.contains(text)
+    })
+    .await;
 }
 
 /// Amounts of realistic shares: a few difficulty levels (one or two outputs each).
