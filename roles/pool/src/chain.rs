@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bitcoincore_rpc::json::{GetBlockTemplateModes, GetBlockTemplateRules};
+use bitcoincore_rpc::json::{GetBlockTemplateModes, GetBlockTemplateResult, GetBlockTemplateRules};
 use bitcoincore_rpc::{Auth, Client, RpcApi};
 use stratum_apps::stratum_core::bitcoin::{Address, Block, BlockHash, ScriptBuf};
 use thiserror::Error;
@@ -194,48 +194,21 @@ fn follow_tip(
     sender: &watch::Sender<Option<Arc<Template>>>,
     stop: &std::sync::mpsc::Receiver<()>,
 ) {
-    let mut next_id = 1u64;
-    let mut tip: Option<BlockHash> = None;
-    let mut built_at = Instant::now();
-    let mut failing = false;
+    let mut follower = TipFollower {
+        next_id: 1,
+        tip: None,
+        built_at: Instant::now(),
+        failing: false,
+    };
     loop {
-        let result = rpc.call(|client| {
-            let best = client.get_best_block_hash()?;
-            if tip == Some(best) && built_at.elapsed() < TEMPLATE_REFRESH {
-                return Ok(None);
-            }
-            let gbt = client.get_block_template(
-                GetBlockTemplateModes::Template,
-                &[GetBlockTemplateRules::SegWit],
-                &[],
-            )?;
-            Ok(Some(gbt))
-        });
-        if result.is_ok() && failing {
-            tracing::info!("bitcoind is reachable again");
-            failing = false;
-        }
-        match result {
-            Ok(None) => {}
-            Ok(Some(gbt)) => match Template::from_gbt(&gbt, next_id, payout.clone()) {
+        if let Some(gbt) = follower.poll(rpc) {
+            match Template::from_gbt(&gbt, follower.next_id, payout.clone()) {
                 Ok(template) => {
-                    if tip != Some(template.prev_hash) {
-                        tracing::info!(height = template.height, prev_hash = %template.prev_hash, template_id = next_id, "new block template on a new tip");
-                    }
-                    tip = Some(template.prev_hash);
-                    built_at = Instant::now();
-                    next_id += 1;
-                    let template = Arc::new(template);
+                    let template = Arc::new(follower.built(template));
                     store.insert(template.clone());
                     sender.send_replace(Some(template));
                 }
                 Err(error) => tracing::error!(%error, "cannot use bitcoind's block template"),
-            },
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%error, "bitcoind is unreachable; retrying");
-                    failing = true;
-                }
             }
         }
         // Sleeps `poll`, or less when the feed is dropped (its sender gone).
@@ -245,6 +218,59 @@ fn follow_tip(
         ) {
             return;
         }
+    }
+}
+
+/// What the template feed knows between polls: the tip its last template builds on, when it
+/// was built, and whether bitcoind was failing (so outages are logged once, not every poll).
+struct TipFollower {
+    next_id: u64,
+    tip: Option<BlockHash>,
+    built_at: Instant,
+    failing: bool,
+}
+
+impl TipFollower {
+    /// A new block template when the tip moved or the last one is older than
+    /// [`TEMPLATE_REFRESH`]; `None` otherwise, or when bitcoind cannot be asked.
+    fn poll(&mut self, rpc: &BitcoindRpc) -> Option<GetBlockTemplateResult> {
+        let result = rpc.call(|client| {
+            let best = client.get_best_block_hash()?;
+            if self.tip == Some(best) && self.built_at.elapsed() < TEMPLATE_REFRESH {
+                return Ok(None);
+            }
+            let gbt = client.get_block_template(
+                GetBlockTemplateModes::Template,
+                &[GetBlockTemplateRules::SegWit],
+                &[],
+            )?;
+            Ok(Some(gbt))
+        });
+        match result {
+            Ok(gbt) => {
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("bitcoind is reachable again");
+                }
+                gbt
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(%error, "bitcoind is unreachable; retrying");
+                }
+                None
+            }
+        }
+    }
+
+    /// Records `template` as the newest and hands it back.
+    fn built(&mut self, template: Template) -> Template {
+        if self.tip != Some(template.prev_hash) {
+            tracing::info!(height = template.height, prev_hash = %template.prev_hash, template_id = template.id, "new block template on a new tip");
+        }
+        self.tip = Some(template.prev_hash);
+        self.built_at = Instant::now();
+        self.next_id += 1;
+        template
     }
 }
 

@@ -60,6 +60,20 @@ pub struct Template {
     pub transactions: Vec<Transaction>,
 }
 
+/// The template's transactions, each decoded (a template bitcoind sent must decode).
+fn decode_transactions(gbt: &GetBlockTemplateResult) -> Result<Vec<Transaction>, TemplateError> {
+    gbt.transactions
+        .iter()
+        .enumerate()
+        .map(|(index, tx)| {
+            deserialize::<Transaction>(&tx.raw_tx).map_err(|error| TemplateError::BadTransaction {
+                index,
+                reason: error.to_string(),
+            })
+        })
+        .collect()
+}
+
 impl Template {
     /// Builds template `id` from a GBT result; the coinbase pays `payout` in full.
     pub fn from_gbt(
@@ -83,20 +97,7 @@ impl Template {
         network_target_le.reverse();
         let time = u32::try_from(gbt.current_time)
             .map_err(|_| TemplateError::Malformed { field: "curtime" })?;
-
-        let transactions = gbt
-            .transactions
-            .iter()
-            .enumerate()
-            .map(|(index, tx)| {
-                deserialize::<Transaction>(&tx.raw_tx).map_err(|error| {
-                    TemplateError::BadTransaction {
-                        index,
-                        reason: error.to_string(),
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let transactions = decode_transactions(gbt)?;
         let txids: Vec<[u8; 32]> = gbt
             .transactions
             .iter()
