@@ -71,6 +71,15 @@ async fn write(stream: &mut Peer, message: AnyMessageOwned) {
     stream.writer.write_frame(frame).await.unwrap();
 }
 
+fn setup_success(flags: u32) -> AnyMessageOwned {
+    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(
+        SetupConnectionSuccess {
+            used_version: SV2_VERSION,
+            flags,
+        },
+    ))
+}
+
 fn authority() -> Option<Secp256k1PublicKey> {
     Some(PUBLIC_KEY.parse().unwrap())
 }
@@ -89,15 +98,7 @@ async fn setup_sends_the_flags_and_returns_the_pools() {
             (SV2_VERSION, SV2_VERSION)
         );
         assert_eq!(setup.vendor.as_utf8_or_hex(), "test");
-        let success = SetupConnectionSuccess {
-            used_version: SV2_VERSION,
-            flags: 0b10,
-        };
-        write(
-            &mut stream,
-            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(success)),
-        )
-        .await;
+        write(&mut stream, setup_success(0b10)).await;
     })
     .await;
     let mut connection = PoolConnection::connect(&address, authority())
@@ -178,15 +179,7 @@ async fn nobody_listening_is_a_connect_error() {
 #[tokio::test]
 async fn spawned_messages_end_with_the_connection() {
     let address = pool(|mut stream| async move {
-        let success = SetupConnectionSuccess {
-            used_version: SV2_VERSION,
-            flags: 0,
-        };
-        write(
-            &mut stream,
-            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(success)),
-        )
-        .await;
+        write(&mut stream, setup_success(0)).await;
     })
     .await;
     let (reader, _writer) = PoolConnection::connect(&address, authority())
