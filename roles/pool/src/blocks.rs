@@ -6,7 +6,6 @@
 //! bounded queue (a full queue drops the newest, counted), and each is checked against bitcoind's
 //! tip just before it is submitted, so a stale block never reaches `submitblock`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bitcoincore_rpc::RpcApi;
@@ -47,7 +46,7 @@ impl BlockSubmitter {
     /// Queues `block` for submission without waiting.
     pub fn offer(&self, block: Block) {
         if self.queue.try_send(block).is_err() {
-            self.metrics.blocks_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.blocks_dropped.inc();
             tracing::warn!("block submission queue full; block candidate dropped");
         }
     }
@@ -81,7 +80,7 @@ async fn submit_if_on_tip(rpc: &Arc<BitcoindRpc>, block: Block, metrics: &PoolMe
     };
     match tip {
         Ok(Ok(tip)) if tip != block.header.prev_blockhash => {
-            metrics.blocks_skipped_stale.fetch_add(1, Ordering::Relaxed);
+            metrics.blocks_skipped_stale.inc();
             tracing::debug!(hash = %block.block_hash(), %tip, "block candidate no longer extends the tip; not submitted");
             return;
         }
@@ -93,5 +92,5 @@ async fn submit_if_on_tip(rpc: &Arc<BitcoindRpc>, block: Block, metrics: &PoolMe
         BlockOutcome::Stale => &metrics.blocks_stale,
         BlockOutcome::Rejected => &metrics.blocks_rejected,
     };
-    counter.fetch_add(1, Ordering::Relaxed);
+    counter.inc();
 }

@@ -1,7 +1,7 @@
 //! The pool process in-process: template feed, quote publisher, Sv2 listener, HTTP stats.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,15 +190,12 @@ async fn serve_miner(
             return;
         }
     };
-    context.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    context
-        .metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    context.metrics.connections.inc();
+    context.metrics.connections_total.inc();
     let reason = Downstream::new(context.clone(), peer.to_string(), writer)
         .run(reader, shutdown)
         .await;
-    context.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    context.metrics.connections.dec();
     match &reason {
         crate::downstream::CloseReason::PeerClosed | crate::downstream::CloseReason::Shutdown => {
             tracing::info!(%peer, %reason, "connection closed")

@@ -52,9 +52,7 @@ impl Stack {
     async fn wait_for_block_submitted(&self) -> Arc<PoolMetrics> {
         let metrics = self.pool.metrics().clone();
         wait_for("the block submitted", || {
-            metrics.blocks_found.load(Ordering::Relaxed)
-                + metrics.blocks_stale.load(Ordering::Relaxed)
-                + metrics.blocks_rejected.load(Ordering::Relaxed)
+            metrics.blocks_found.get() + metrics.blocks_stale.get() + metrics.blocks_rejected.get()
                 > 0
         })
         .await;
@@ -276,7 +274,7 @@ async fn valid_shares_become_quotes_and_blocks_reach_bitcoind() {
     );
     let accepted = 1;
     let metrics = stack.wait_for_block_submitted().await;
-    assert_eq!(metrics.blocks_found.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.blocks_found.get(), 1);
     wait_for("the block at bitcoind", || {
         stack.node.rpc().get_block_count().unwrap() > start_height
     })
@@ -291,7 +289,7 @@ async fn valid_shares_become_quotes_and_blocks_reach_bitcoind() {
 
     // Every accepted share: a create locked to the miner's key for the credited work, then PAID.
     let quotes = stack.pool.quote_metrics().clone();
-    let shares = stack.pool.metrics().shares_accepted.load(Ordering::Relaxed);
+    let shares = stack.pool.metrics().shares_accepted.get();
     assert_eq!(shares, accepted);
     wait_for("quotes published", || {
         quotes.published.load(Ordering::Relaxed) == 2 * shares
@@ -371,10 +369,7 @@ async fn bad_shares_get_the_spec_error_codes_and_no_quote() {
     assert_eq!(error_code(&reply), "stale-share");
 
     // None of them made a quote.
-    assert_eq!(
-        stack.pool.metrics().shares_accepted.load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(stack.pool.metrics().shares_accepted.get(), 0);
     assert!(stack.stream_messages().await.is_empty());
     stack.pool.shutdown().await;
 }
@@ -510,7 +505,7 @@ async fn redis_outage_loses_and_doubles_no_quote() {
     redis_server.restart().unwrap();
     accepted += mine(&mut miner, 5).await;
 
-    let shares = stack.pool.metrics().shares_accepted.load(Ordering::Relaxed);
+    let shares = stack.pool.metrics().shares_accepted.get();
     assert_eq!(shares, accepted);
     wait_for("every quote published", || {
         quotes.published.load(Ordering::Relaxed) == 2 * shares

@@ -77,7 +77,7 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
     liar_task.await.unwrap().unwrap();
     // The pool answers every share a device sent before it sees the device's connection close.
     wait_for("the pool saw both devices leave", || {
-        pool.metrics().connections.load(Ordering::Relaxed) == 0
+        pool.metrics().connections.get() == 0
     })
     .await;
 
@@ -117,7 +117,7 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
         let key = ehash::LockingPubkey::from_str(key).unwrap();
         let book = QuoteBook::new(mint.mint().clone());
         wait_for("the mint has every quote", || {
-            mint.metrics().quotes_paid.load(Ordering::Relaxed) >= stats.shares_accepted
+            mint.metrics().quotes_paid.get() >= stats.shares_accepted
         })
         .await;
         let quotes = book.quotes_for_key(&key).await.unwrap();

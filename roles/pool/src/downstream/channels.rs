@@ -226,10 +226,7 @@ impl Downstream {
             identity,
         } = opened;
         tracing::info!(peer = %self.peer, channel_id, grouped, miner = %identity, "channel opened");
-        self.context
-            .metrics
-            .channels
-            .fetch_add(1, Ordering::Relaxed);
+        self.context.metrics.channels.inc();
         let channel = Channel {
             kind,
             grouped,
@@ -255,10 +252,7 @@ impl Downstream {
             if let Some(group) = &mut self.group {
                 group.remove_channel_id(close.channel_id);
             }
-            self.context
-                .metrics
-                .channels
-                .fetch_sub(1, Ordering::Relaxed);
+            self.context.metrics.channels.dec();
             tracing::info!(peer = %self.peer, channel_id = close.channel_id, miner = %channel.identity, "channel closed by the miner");
         }
     }

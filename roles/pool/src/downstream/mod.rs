@@ -182,7 +182,7 @@ impl Downstream {
         self.context
             .metrics
             .channels
-            .fetch_sub(self.channels.len() as u64, Ordering::Relaxed);
+            .dec_by(self.channels.len() as u64);
         reason
     }
 

@@ -218,10 +218,7 @@ impl Downstream {
                 share_hash = %BlockHash::from_byte_array(share_hash),
                 "the assembled block is not the block found; not submitted"
             );
-            self.context
-                .metrics
-                .blocks_rejected
-                .fetch_add(1, Ordering::Relaxed);
+            self.context.metrics.blocks_rejected.inc();
             return;
         }
         self.context.blocks.offer(block);

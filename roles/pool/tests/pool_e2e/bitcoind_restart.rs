@@ -43,8 +43,8 @@ async fn templates_resume_and_blocks_are_accepted_after_bitcoind_restarts() {
         "{reply:?}"
     );
     let metrics = stack.wait_for_block_submitted().await;
-    assert_eq!(metrics.blocks_rejected.load(Ordering::Relaxed), 0);
-    assert_eq!(metrics.blocks_found.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.blocks_rejected.get(), 0);
+    assert_eq!(metrics.blocks_found.get(), 1);
     assert_eq!(stack.node.rpc().get_block_count().unwrap(), height + 1);
     assert_eq!(
         stack.node.rpc().get_best_block_hash().unwrap(),

@@ -142,14 +142,11 @@ async fn two_standard_channels_mine_on_one_group_channel() {
             "{reply:?}"
         );
     }
-    assert_eq!(
-        stack.pool.metrics().shares_accepted.load(Ordering::Relaxed),
-        3
-    );
+    assert_eq!(stack.pool.metrics().shares_accepted.get(), 3);
 
     // The block from the second channel: the group's coinbase with that channel's prefix.
     let metrics = stack.wait_for_block_submitted().await;
-    assert_eq!(metrics.blocks_found.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.blocks_found.get(), 1);
     assert_eq!(
         stack.node.rpc().get_best_block_hash().unwrap(),
         answer[0].1,

@@ -132,7 +132,7 @@ async fn hostile_frames_never_take_the_pool_down() {
     // task would never decrement the gauge): only the honest miner is left.
     let metrics = stack.pool.metrics().clone();
     wait_for("hostile connections closed", || {
-        metrics.connections.load(Ordering::Relaxed) == 1
+        metrics.connections.get() == 1
     })
     .await;
     stack.pool.shutdown().await;

@@ -54,23 +54,23 @@ async fn stale_block_candidates_never_reach_bitcoind() {
 
     let metrics = stack.pool.metrics().clone();
     let settled = || {
-        metrics.blocks_found.load(Ordering::Relaxed)
-            + metrics.blocks_stale.load(Ordering::Relaxed)
-            + metrics.blocks_rejected.load(Ordering::Relaxed)
-            + metrics.blocks_skipped_stale.load(Ordering::Relaxed)
-            + metrics.blocks_dropped.load(Ordering::Relaxed)
+        metrics.blocks_found.get()
+            + metrics.blocks_stale.get()
+            + metrics.blocks_rejected.get()
+            + metrics.blocks_skipped_stale.get()
+            + metrics.blocks_dropped.get()
     };
     wait_for("every candidate submitted, skipped or dropped", || {
         settled() == BURST as u64
     })
     .await;
-    assert_eq!(metrics.blocks_found.load(Ordering::Relaxed), 1);
+    assert_eq!(metrics.blocks_found.get(), 1);
     assert_eq!(
-        metrics.blocks_stale.load(Ordering::Relaxed),
+        metrics.blocks_stale.get(),
         0,
         "no stale block was submitted"
     );
-    assert_eq!(metrics.blocks_rejected.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.blocks_rejected.get(), 0);
     // bitcoind saw one block: no other branch of any kind.
     let tips = stack.node.rpc().get_chain_tips().unwrap();
     assert_eq!(tips.len(), 1, "only the active chain: {tips:?}");

@@ -137,12 +137,7 @@ async fn standard_channels_roll_bip320_bits_and_nothing_else() {
     }
     assert_eq!(tip_version_after(&stack, height).await, rolled.version);
     let metrics = stack.wait_for_block_submitted().await;
-    assert_eq!(
-        metrics
-            .blocks_found
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(metrics.blocks_found.get(), 1);
     stack.pool.shutdown().await;
 }
 

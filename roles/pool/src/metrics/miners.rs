@@ -1,0 +1,144 @@
+//! Work credited and proven per locking key: the per-miner lines of `/stats` and `/metrics`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use serde::Serialize;
+
+/// Window over which a miner's hashrate is estimated from its proven work.
+const HASHRATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Every locking key that had a share accepted since the pool started, with its work.
+///
+/// Not bounded and never pruned: one entry (and three `/metrics` series) per distinct key for the
+/// life of the process. Keys come from authorized miners, so this grows with the miner count.
+#[derive(Debug, Default)]
+pub struct MinerBook {
+    miners: Mutex<BTreeMap<String, MinerWork>>,
+}
+
+#[derive(Debug, Default)]
+struct MinerWork {
+    /// (time, expected hashes) of the shares inside the hashrate window.
+    recent: VecDeque<(Instant, u128)>,
+    shares: u64,
+    work: u64,
+    proven_hashes: u128,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MinerStats {
+    pub locking_key: String,
+    pub shares: u64,
+    /// Credited work, in units of `hash`.
+    pub work: u64,
+    /// The credited work in expected hashes: `work * 2^12`.
+    pub credited_hashes: u128,
+    /// The expected hashes the accepted shares prove, summed from their targets
+    /// (`2^256 / (target + 1)` each), independently of the credit.
+    pub proven_hashes: u128,
+    /// Proven hashes per second over the last ten minutes.
+    pub hashrate: f64,
+}
+
+impl MinerBook {
+    pub fn credit(&self, locking_key: &str, work: u64, proven_hashes: u128) {
+        let now = Instant::now();
+        let mut miners = self.miners.lock().expect("metrics lock");
+        let miner = miners.entry(locking_key.to_owned()).or_default();
+        miner.shares += 1;
+        miner.work = miner.work.saturating_add(work);
+        miner.proven_hashes = miner.proven_hashes.saturating_add(proven_hashes);
+        miner.recent.push_back((now, proven_hashes));
+        while miner
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > HASHRATE_WINDOW)
+        {
+            miner.recent.pop_front();
+        }
+    }
+
+    pub fn stats(&self) -> Vec<MinerStats> {
+        let now = Instant::now();
+        self.miners
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(key, miner)| miner.stats(key, now))
+            .collect()
+    }
+}
+
+impl MinerWork {
+    fn stats(&self, locking_key: &str, now: Instant) -> MinerStats {
+        let window_hashes: f64 = self
+            .recent
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= HASHRATE_WINDOW)
+            .map(|(_, hashes)| *hashes as f64)
+            .sum();
+        MinerStats {
+            locking_key: locking_key.to_owned(),
+            shares: self.shares,
+            work: self.work,
+            credited_hashes: u128::from(self.work) << ehash::HASHES_PER_UNIT_LOG2,
+            proven_hashes: self.proven_hashes,
+            hashrate: window_hashes / HASHRATE_WINDOW.as_secs_f64(),
+        }
+    }
+}
+
+/// Exported from the book at each scrape: the hashrate is a function of the time of the scrape,
+/// and the hash totals are `u128`, which no prometheus-client counter holds.
+impl Collector for MinerBook {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let miners = self.stats();
+        let mut family = encoder.encode_descriptor(
+            "miner_hashrate_hashes_per_second",
+            "Estimated hashrate per locking key (proven hashes over the last 10 minutes).",
+            None,
+            ConstGauge::new(0.0f64).metric_type(),
+        )?;
+        for miner in &miners {
+            ConstGauge::new(miner.hashrate).encode(family.encode_family(&key_label(miner))?)?;
+        }
+        for (name, help, hashes) in [
+            (
+                "miner_credited_hashes",
+                "Expected hashes credited per locking key (credited units * 2^12).",
+                (|miner: &MinerStats| miner.credited_hashes) as fn(&MinerStats) -> u128,
+            ),
+            (
+                "miner_proven_hashes",
+                "Expected hashes proven per locking key (sum of 2^256/(target+1) over accepted shares).",
+                |miner: &MinerStats| miner.proven_hashes,
+            ),
+        ] {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            for miner in &miners {
+                encode_hashes(hashes(miner), family.encode_family(&key_label(miner))?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key_label(miner: &MinerStats) -> [(&'static str, &str); 1] {
+    [("locking_key", miner.locking_key.as_str())]
+}
+
+/// Exact while the total fits a `u64` (and so reads the same as `/stats`), a float beyond: the
+/// precision Prometheus keeps anyway.
+fn encode_hashes(hashes: u128, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+    match u64::try_from(hashes) {
+        Ok(exact) => ConstCounter::new(exact).encode(encoder),
+        Err(_) => ConstCounter::new(hashes as f64).encode(encoder),
+    }
+}
