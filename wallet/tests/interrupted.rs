@@ -144,19 +144,18 @@ async fn a_stuck_oversized_batch_whose_answer_was_lost_is_released_and_minted() 
     let proxy = CuttingProxy::start(&stack.mint_url).await;
 
     proxy.cut_over.store(200 * 1024, Ordering::SeqCst);
-    let mut oversized = stack.wallet_command_via(
-        &proxy.url,
-        &[
-            "mint",
-            "--batch-size",
-            "1000",
-            "--max-request-bytes",
-            "100000000",
-        ],
-    );
-    let output = tokio::task::spawn_blocking(move || oversized.output().unwrap())
-        .await
-        .unwrap();
+    let output = stack
+        .wallet_via(
+            &proxy.url,
+            &[
+                "mint",
+                "--batch-size",
+                "1000",
+                "--max-request-bytes",
+                "100000000",
+            ],
+        )
+        .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("cannot reach the mint"), "{stderr}");
@@ -169,10 +168,7 @@ async fn a_stuck_oversized_batch_whose_answer_was_lost_is_released_and_minted() 
     assert_eq!(stuck.unspent, 0);
 
     proxy.cut_over.store(0, Ordering::SeqCst);
-    let mut again = stack.wallet_command_via(&proxy.url, &["mint"]);
-    let output = tokio::task::spawn_blocking(move || again.output().unwrap())
-        .await
-        .unwrap();
+    let output = stack.wallet_via(&proxy.url, &["mint"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use cdk::cdk_database::{MintQuotesDatabase, WalletDatabase};
@@ -209,6 +209,15 @@ claim_idle_ms = 300
     /// Runs the wallet to completion.
     pub fn wallet(&self, args: &[&str]) -> Output {
         self.wallet_command(args).output().expect("the wallet runs")
+    }
+
+    /// Runs the wallet against the mint at `mint_url` (a proxy in front of it) off the runtime's
+    /// threads, so an in-process proxy keeps serving it.
+    pub async fn wallet_via(&self, mint_url: &str, args: &[&str]) -> Output {
+        let mut command = self.wallet_command_via(mint_url, args);
+        tokio::task::spawn_blocking(move || command.output().expect("the wallet runs"))
+            .await
+            .unwrap()
     }
 
     /// Runs the wallet and returns its stdout; panics with its stderr if it failed.
