@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ehash::ShareWork;
 use hashpool_service::{accept_until_stopped, listen, ListenError, OnStop};
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use thiserror::Error;
@@ -14,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::blocks::BlockSubmitter;
 use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
-use crate::config::{AuthorityConfig, PoolConfig};
+use crate::config::{AuthorityConfig, PoolConfig, RedisConfig};
 use crate::downstream::{Downstream, PoolContext};
 use crate::metrics::PoolMetrics;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
@@ -59,33 +60,17 @@ impl Pool {
             Duration::from_millis(config.bitcoind.template_poll_ms),
             store.clone(),
         );
-        let (publisher, quotes) = QuotePublisher::start(PublisherSettings {
-            redis_url: config.redis.url.clone(),
-            stream: config.redis.stream.clone(),
-            pool_id: config
-                .redis
-                .publisher_id
-                .clone()
-                .unwrap_or_else(default_pool_id),
-            capacity: config.redis.buffer_capacity,
-            journal_path: config.redis.journal_path.clone(),
-        })?;
+        let (publisher, quotes) = QuotePublisher::start(publisher_settings(&config.redis))?;
         let allocator = ExtranonceAllocator::new(Vec::new(), EXTRANONCE_LEN, MAX_CHANNELS)
             .map_err(|error| PoolError::Extranonce(format!("{error:?}")))?;
         let metrics = Arc::new(PoolMetrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (blocks, submitter) = BlockSubmitter::start(rpc, metrics.clone(), shutdown_rx.clone());
-        let minimum_share_work = config.minimum_share_work();
-        tracing::info!(
-            minimum_difficulty = minimum_share_work.difficulty(),
-            minimum_hashes = minimum_share_work.expected_hashes(),
-            "every share target is a power of two no easier than the minimum"
-        );
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
             shares_per_minute: config.vardiff.shares_per_minute,
             initial_hashrate: config.vardiff.initial_hashrate,
-            minimum_share_work,
+            minimum_share_work: minimum_share_work(&config),
             templates,
             template_store: store,
             quotes,
@@ -146,6 +131,28 @@ impl Pool {
         }
         self.publisher.shutdown(PUBLISH_GRACE).await;
     }
+}
+
+fn publisher_settings(redis: &RedisConfig) -> PublisherSettings {
+    PublisherSettings {
+        redis_url: redis.url.clone(),
+        stream: redis.stream.clone(),
+        pool_id: redis.publisher_id.clone().unwrap_or_else(default_pool_id),
+        capacity: redis.buffer_capacity,
+        journal_path: redis.journal_path.clone(),
+    }
+}
+
+/// The configured minimum share, logged once: every target the pool sets is a power of two no
+/// easier than it.
+fn minimum_share_work(config: &PoolConfig) -> ShareWork {
+    let minimum = config.minimum_share_work();
+    tracing::info!(
+        minimum_difficulty = minimum.difficulty(),
+        minimum_hashes = minimum.expected_hashes(),
+        "every share target is a power of two no easier than the minimum"
+    );
+    minimum
 }
 
 async fn accept_loop(

@@ -51,7 +51,7 @@ impl Stack {
     /// Waits until the pool has had bitcoind's answer to a found block, whatever it was.
     async fn wait_for_block_submitted(&self) -> Arc<PoolMetrics> {
         let metrics = self.pool.metrics().clone();
-        wait_for("the block submitted", || {
+        wait_for("the block submitted", async || {
             metrics.blocks_found.get() + metrics.blocks_stale.get() + metrics.blocks_rejected.get()
                 > 0
         })
@@ -275,7 +275,7 @@ async fn valid_shares_become_quotes_and_blocks_reach_bitcoind() {
     let accepted = 1;
     let metrics = stack.wait_for_block_submitted().await;
     assert_eq!(metrics.blocks_found.get(), 1);
-    wait_for("the block at bitcoind", || {
+    wait_for("the block at bitcoind", async || {
         stack.node.rpc().get_block_count().unwrap() > start_height
     })
     .await;
@@ -291,7 +291,7 @@ async fn valid_shares_become_quotes_and_blocks_reach_bitcoind() {
     let quotes = stack.pool.quote_metrics().clone();
     let shares = stack.pool.metrics().shares_accepted.get();
     assert_eq!(shares, accepted);
-    wait_for("quotes published", || {
+    wait_for("quotes published", async || {
         quotes.published.load(Ordering::Relaxed) == 2 * shares
     })
     .await;
@@ -389,7 +389,7 @@ async fn a_share_sent_twice_is_a_duplicate_and_makes_one_quote() {
     assert_eq!(error_code(&second), "duplicate-share");
 
     let quotes = stack.pool.quote_metrics().clone();
-    wait_for("quotes published", || {
+    wait_for("quotes published", async || {
         quotes.published.load(Ordering::Relaxed) == 2
     })
     .await;
@@ -496,7 +496,7 @@ async fn redis_outage_loses_and_doubles_no_quote() {
     redis_server.stop();
     // Mining goes on while Redis is away: shares are still answered and accepted.
     accepted += mine(&mut miner, 10).await;
-    wait_for("Redis seen down", || {
+    wait_for("Redis seen down", async || {
         !quotes.redis_up.load(Ordering::Relaxed)
     })
     .await;
@@ -507,7 +507,7 @@ async fn redis_outage_loses_and_doubles_no_quote() {
 
     let shares = stack.pool.metrics().shares_accepted.get();
     assert_eq!(shares, accepted);
-    wait_for("every quote published", || {
+    wait_for("every quote published", async || {
         quotes.published.load(Ordering::Relaxed) == 2 * shares
     })
     .await;

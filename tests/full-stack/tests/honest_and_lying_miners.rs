@@ -76,7 +76,7 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
     honest_task.await.unwrap().unwrap();
     liar_task.await.unwrap().unwrap();
     // The pool answers every share a device sent before it sees the device's connection close.
-    wait_for("the pool saw both devices leave", || {
+    wait_for("the pool saw both devices leave", async || {
         pool.metrics().connections.get() == 0
     })
     .await;
@@ -116,7 +116,7 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
         // The mint holds exactly that credit in this key's quotes.
         let key = ehash::LockingPubkey::from_str(key).unwrap();
         let book = QuoteBook::new(mint.mint().clone());
-        wait_for("the mint has every quote", || {
+        wait_for("the mint has every quote", async || {
             mint.metrics().quotes_paid.get() >= stats.shares_accepted
         })
         .await;

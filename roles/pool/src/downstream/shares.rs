@@ -78,16 +78,7 @@ impl Downstream {
                 return self.reject_share(channel_id, sequence_number, code).await;
             }
         };
-        let channel = self
-            .channels
-            .get_mut(&channel_id)
-            .expect("validated on this channel");
-        channel.vardiff.increment_shares_since_last_update();
-        let Some(job) = channel.jobs.get(&job_id).copied() else {
-            return Err(CloseReason::Protocol(format!(
-                "accepted share on job {job_id} the pool never recorded"
-            )));
-        };
+        let job = self.count_valid_share(channel_id, job_id)?;
         let is_block = block.is_some();
         if let Some((template_id, coinbase)) = block {
             let coinbase = self.coinbase_as_mined(channel_id, job_id, coinbase);
@@ -113,6 +104,20 @@ impl Downstream {
         }
         self.credit(channel_id, job_id, job, share_hash);
         self.acknowledge(channel_id, is_block).await
+    }
+
+    /// Counts a valid share for vardiff and returns the job it was found on.
+    fn count_valid_share(&mut self, channel_id: u32, job_id: u32) -> Result<JobInfo, CloseReason> {
+        let channel = self
+            .channels
+            .get_mut(&channel_id)
+            .expect("validated on this channel");
+        channel.vardiff.increment_shares_since_last_update();
+        channel.jobs.get(&job_id).copied().ok_or_else(|| {
+            CloseReason::Protocol(format!(
+                "accepted share on job {job_id} the pool never recorded"
+            ))
+        })
     }
 
     /// The coinbase the miner hashed for a block found on `job_id`.

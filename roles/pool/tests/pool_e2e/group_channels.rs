@@ -155,7 +155,7 @@ async fn two_standard_channels_mine_on_one_group_channel() {
 
     // Quotes credit each channel.
     let quotes = stack.pool.quote_metrics().clone();
-    wait_for("quotes published", || {
+    wait_for("quotes published", async || {
         quotes.published.load(Ordering::Relaxed) == 6
     })
     .await;

@@ -131,7 +131,7 @@ async fn hostile_frames_never_take_the_pool_down() {
     // Every hostile connection ended through the pool's own close path (a panicking connection
     // task would never decrement the gauge): only the honest miner is left.
     let metrics = stack.pool.metrics().clone();
-    wait_for("hostile connections closed", || {
+    wait_for("hostile connections closed", async || {
         metrics.connections.get() == 1
     })
     .await;

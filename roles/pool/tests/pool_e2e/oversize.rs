@@ -112,7 +112,7 @@ async fn an_oversize_frame_header_closes_its_connection_at_once() {
         "the pool closes the connection: {closed:?}"
     );
     assert!(sent_at.elapsed() < Duration::from_secs(2));
-    wait_for("the reason in the log", || {
+    wait_for("the reason in the log", async || {
         log.text()
             .contains("frame header announces a payload over the 16384-byte limit")
     })

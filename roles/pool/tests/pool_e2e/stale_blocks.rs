@@ -60,9 +60,10 @@ async fn stale_block_candidates_never_reach_bitcoind() {
             + metrics.blocks_skipped_stale.get()
             + metrics.blocks_dropped.get()
     };
-    wait_for("every candidate submitted, skipped or dropped", || {
-        settled() == BURST as u64
-    })
+    wait_for(
+        "every candidate submitted, skipped or dropped",
+        async || settled() == BURST as u64,
+    )
     .await;
     assert_eq!(metrics.blocks_found.get(), 1);
     assert_eq!(

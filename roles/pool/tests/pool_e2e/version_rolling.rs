@@ -64,7 +64,7 @@ async fn submit_extended_all(
 
 /// Waits until bitcoind's tip is a block the pool submitted, and returns its header version.
 async fn tip_version_after(stack: &Stack, height: u64) -> u32 {
-    wait_for("the block at bitcoind", || {
+    wait_for("the block at bitcoind", async || {
         stack.node.rpc().get_block_count().unwrap() > height
     })
     .await;
