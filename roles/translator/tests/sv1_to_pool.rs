@@ -4,8 +4,6 @@
 #[allow(dead_code)] // each test binary uses part of the shared support
 mod support;
 
-use std::sync::atomic::Ordering;
-
 use ehash::ShareWork;
 use hashpool_translator::config::DownstreamConfig;
 use serde_json::json;
@@ -64,14 +62,19 @@ async fn sv1_shares_become_quotes_locked_to_the_miners_key() {
     );
     miner.mine_accepted(1).await;
 
+    // No share is in flight now: the scrape shows exactly the count the translator holds.
+    let accepted = stack.translator.metrics().shares("accepted");
+    assert!(accepted >= 4, "{accepted}");
     let metrics = http_get(stack.translator.metrics_address(), "/metrics").await;
-    assert!(
-        metrics.contains("translator_downstreams_connected 1"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("translator_upstream_connected 1"));
-    assert!(metrics.contains("translator_channels_open 1"));
-    assert!(metrics.contains("translator_shares_total{result=\"accepted\"}"));
+    for line in [
+        "hashpool_translator_downstreams_connected 1\n".to_owned(),
+        "hashpool_translator_downstreams_total 1\n".to_owned(),
+        "hashpool_translator_upstream_connected 1\n".to_owned(),
+        "hashpool_translator_channels_open 1\n".to_owned(),
+        format!("hashpool_translator_shares_total{{result=\"accepted\"}} {accepted}\n"),
+    ] {
+        assert!(metrics.contains(&line), "{line:?} missing from\n{metrics}");
+    }
     stack.shutdown().await;
 }
 
@@ -187,14 +190,7 @@ async fn a_channel_the_pool_refuses_fails_authorize_with_the_pools_reason() {
         message.contains("the pool refused") && message.contains("min-extranonce-size-too-large"),
         "{message}"
     );
-    assert_eq!(
-        stack
-            .translator
-            .metrics()
-            .channels_open
-            .load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(stack.translator.metrics().channels_open.get(), 0);
     stack.shutdown().await;
 }
 
@@ -215,14 +211,7 @@ async fn a_connection_that_never_authorizes_is_closed() {
     assert!(idle.next_message().await.is_none(), "closed after 1 s");
     // The authorized miner outlives the deadline.
     miner.mine_accepted(1).await;
-    assert_eq!(
-        stack
-            .translator
-            .metrics()
-            .downstreams_dropped
-            .load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(stack.translator.metrics().downstreams_dropped.get(), 1);
     stack.shutdown().await;
 }
 
@@ -274,7 +263,7 @@ async fn garbage_closes_only_the_miner_that_sent_it() {
     good.mine_accepted(2).await;
     stack.creates_for(KEY_A, 3).await;
     let metrics = stack.translator.metrics();
-    assert_eq!(metrics.downstreams_dropped.load(Ordering::Relaxed), 3);
+    assert_eq!(metrics.downstreams_dropped.get(), 3);
     assert!(metrics.shares("job-not-found") >= 1);
     stack.shutdown().await;
 }
@@ -289,12 +278,7 @@ async fn miners_stay_connected_while_the_pool_restarts() {
     stack.stop_pool().await;
     // While the pool is down the miner keeps its connection; its shares are refused.
     hashpool_testkit::wait_for("the translator to notice", async || {
-        stack
-            .translator
-            .metrics()
-            .upstream_connected
-            .load(Ordering::Relaxed)
-            == 0
+        stack.translator.metrics().upstream_connected.get() == 0
     })
     .await;
     miner.wait_for_work().await;
@@ -312,12 +296,8 @@ async fn miners_stay_connected_while_the_pool_restarts() {
     let after = stack.creates_for(KEY_A, before + 2).await;
     assert!(after.len() >= before + 2);
     let metrics = stack.translator.metrics();
-    assert!(metrics.upstream_reconnects.load(Ordering::Relaxed) >= 1);
-    assert_eq!(
-        metrics.downstreams_total.load(Ordering::Relaxed),
-        1,
-        "same connection"
-    );
-    assert_eq!(metrics.downstreams_connected.load(Ordering::Relaxed), 1);
+    assert!(metrics.upstream_reconnects.get() >= 1);
+    assert_eq!(metrics.downstreams_total.get(), 1, "same connection");
+    assert_eq!(metrics.downstreams_connected.get(), 1);
     stack.shutdown().await;
 }

@@ -48,7 +48,7 @@ async fn the_binary_serves_miners_metrics_and_logs_without_a_pool() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
-        metrics.contains("translator_upstream_connected 0"),
+        metrics.contains("hashpool_translator_upstream_connected 0\n"),
         "{metrics}"
     );
 

@@ -18,7 +18,6 @@ mod shares;
 
 use hashpool_service::stopped;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,10 +166,8 @@ impl Downstream {
         shutdown: watch::Receiver<bool>,
     ) {
         let metrics = self.context.metrics.clone();
-        metrics
-            .downstreams_connected
-            .fetch_add(1, Ordering::Relaxed);
-        metrics.downstreams_total.fetch_add(1, Ordering::Relaxed);
+        metrics.downstreams_connected.inc();
+        metrics.downstreams_total.inc();
         tracing::info!("miner connected");
         let reason = self.serve_lines(reader, events, shutdown).await;
         if self.registered {
@@ -181,12 +178,10 @@ impl Downstream {
                 .await;
         }
         let _ = self.writer.shutdown().await;
-        metrics
-            .downstreams_connected
-            .fetch_sub(1, Ordering::Relaxed);
+        metrics.downstreams_connected.dec();
         match &reason {
             reason if reason.is_bad_input() => {
-                metrics.downstreams_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics.downstreams_dropped.inc();
                 tracing::warn!(%reason, "miner disconnected")
             }
             CloseReason::PeerClosed | CloseReason::Shutdown => {

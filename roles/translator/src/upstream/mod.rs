@@ -14,7 +14,6 @@ mod session;
 
 use hashpool_service::stopped;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,9 +209,7 @@ impl Upstream {
             match attempt {
                 Ok(connection) => {
                     if connected_before {
-                        self.metrics
-                            .upstream_reconnects
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.upstream_reconnects.inc();
                     }
                     connected_before = true;
                     let (end, was_set_up) = self.serve(connection, &mut shutdown).await;
@@ -283,8 +280,8 @@ impl Upstream {
 
     /// The connection is gone: every miner's channel with it. Miners keep their registration.
     fn connection_lost(&mut self) {
-        self.metrics.upstream_connected.store(0, Ordering::Relaxed);
-        self.metrics.channels_open.store(0, Ordering::Relaxed);
+        self.metrics.upstream_connected.set(0);
+        self.metrics.channels_open.set(0);
         self.miners.retain(|_, miner| {
             miner.channel_id = None;
             miner.events.send(Event::Lost).is_ok()

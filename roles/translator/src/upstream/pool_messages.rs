@@ -1,7 +1,5 @@
 //! What the pool says on the connection, one handler per message kind.
 
-use std::sync::atomic::Ordering;
-
 use hashpool_sv2_client::ClientError;
 use stratum_core::bitcoin::Target;
 use stratum_core::mining_sv2::{
@@ -99,7 +97,7 @@ impl Upstream {
     /// SetupConnection.Success: every registered miner's channel can open now.
     async fn set_up(&mut self, session: &mut Session) -> Result<(), ClientError> {
         session.set_up = true;
-        self.metrics.upstream_connected.store(1, Ordering::Relaxed);
+        self.metrics.upstream_connected.set(1);
         tracing::info!(
             miners = self.miners.len(),
             "connected to the pool; opening a channel per authorized miner"
@@ -119,7 +117,7 @@ impl Upstream {
         let channel_id = success.channel_id;
         let Some(miner) = session.requests.remove(&success.request_id) else {
             // Its miner left while the channel was opening.
-            self.metrics.channels_open.fetch_add(1, Ordering::Relaxed);
+            self.metrics.channels_open.inc();
             return self.close_channel(session, channel_id).await;
         };
         let Some(entry) = self.miners.get_mut(&miner) else {
@@ -127,7 +125,7 @@ impl Upstream {
         };
         entry.channel_id = Some(channel_id);
         session.channels.insert(channel_id, miner);
-        self.metrics.channels_open.fetch_add(1, Ordering::Relaxed);
+        self.metrics.channels_open.inc();
         tracing::info!(miner, channel_id, identity = %entry.identity, "channel opened");
         let (hashrate, told) = (entry.hashrate, entry.channel_hashrate);
         let opened = Event::Opened {
