@@ -55,6 +55,26 @@ impl MintMetrics {
     /// A registry exporting these metrics (it shares their values, not a copy).
     pub fn registry(&self) -> Registry {
         let mut registry = hashpool_service::metrics::registry("mint");
+        self.register_counters(&mut registry);
+        registry.register(
+            "stream_lag_messages",
+            "Stream messages not yet read by the consumer group",
+            self.stream_lag.clone(),
+        );
+        registry.register(
+            "stream_pending_messages",
+            "Stream messages read but not yet acknowledged",
+            self.stream_pending.clone(),
+        );
+        registry.register(
+            "http_responses",
+            "HTTP responses by status code",
+            self.http_responses.clone(),
+        );
+        registry
+    }
+
+    fn register_counters(&self, registry: &mut Registry) {
         let counters = [
             (
                 "stream_messages",
@@ -106,22 +126,6 @@ impl MintMetrics {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
-        registry.register(
-            "stream_lag_messages",
-            "Stream messages not yet read by the consumer group",
-            self.stream_lag.clone(),
-        );
-        registry.register(
-            "stream_pending_messages",
-            "Stream messages read but not yet acknowledged",
-            self.stream_pending.clone(),
-        );
-        registry.register(
-            "http_responses",
-            "HTTP responses by status code",
-            self.http_responses.clone(),
-        );
-        registry
     }
 }
 
