@@ -21,7 +21,7 @@ use cdk::cdk_database::{self, MintKeysDatabase};
 use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::nut17::{SupportedMethods, WsCommand};
 use cdk::nuts::nut19::Settings as Nut19Settings;
-use cdk::nuts::{CurrencyUnit, PaymentMethod};
+use cdk::nuts::{CurrencyUnit, MintInfo, PaymentMethod};
 use cdk::Mint;
 use cdk_common::database::DynMintDatabase;
 use thiserror::Error;
@@ -82,14 +82,31 @@ async fn open_store(config: &MintConfig) -> Result<(DynMintDatabase, KeysStore),
 pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
     let seed = seed::load_or_create_seed(&config.seed_file)?;
     let (store, keys) = open_store(config).await?;
+    let builder = ehash_mint_builder(store, config).await?;
+    let mut info = advertised_info(&builder);
+    let builder = builder.with_mint_info(info.clone());
+
+    let mint = Arc::new(builder.build_with_seed(keys, &seed).await?);
+    // cdk keeps the first run's info in its store; ours is the source of truth on every start.
+    info.pubkey = mint.mint_info().await?.pubkey;
+    info.nuts.nut29.max_batch_size = Some(max_batch_size(&mint, config)? as u64);
+    mint.set_mint_info(info).await?;
+    mint.start().await?;
+    Ok(mint)
+}
+
+/// A mint builder with unit `hash` minted by the stream-fed `ehash` method.
+async fn ehash_mint_builder(
+    store: DynMintDatabase,
+    config: &MintConfig,
+) -> Result<MintBuilder, MintError> {
     let unit = CurrencyUnit::custom(ehash::UNIT);
     let method = PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned());
-
     let mut builder = MintBuilder::new(store)
         .with_name(config.info.name.clone())
         .with_description(config.info.description.clone())
         .with_limits(limits::MAX_OUTPUTS, limits::MAX_OUTPUTS)
-        // The size is set below, once the keyset (whose id is part of every output) exists.
+        // The size is set once the keyset (whose id is part of every output) exists.
         .with_batch_minting(None, Some(vec![ehash::PAYMENT_METHOD.to_owned()]))
         // NUT-17: wallets may subscribe to their quotes' state and to proof states (no melts).
         .with_supported_websockets(SupportedMethods::new(
@@ -110,11 +127,17 @@ pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
     builder
         .add_payment_processor(
             unit,
-            method.clone(),
+            method,
             MintMeltLimits::new(1, u64::MAX),
             Arc::new(backend::EhashPayments),
         )
         .await?;
+    Ok(builder)
+}
+
+/// What the mint advertises (NUT-06): cdk's info for the builder, less what it does not serve.
+fn advertised_info(builder: &MintBuilder) -> MintInfo {
+    let method = PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned());
     // The ehash method only mints: there is nothing to melt into, so no melt method (NUT-05)
     // and no melt fee return (NUT-08).
     let mut info = builder.current_mint_info();
@@ -129,28 +152,24 @@ pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
         ttl: Some(http::RESPONSE_CACHE_SECS),
         cached_endpoints: http::cached_endpoints(),
     };
-    let builder = builder.with_mint_info(info.clone());
+    info
+}
 
-    let mint = Arc::new(builder.build_with_seed(keys, &seed).await?);
-    // cdk keeps the first run's info in its store; ours is the source of truth on every start.
-    info.pubkey = mint.mint_info().await?.pubkey;
-    // NUT-29: a miner holds one quote per share, so batches are as large as the body limit
-    // allows for a worst-case request (see `limits`), never larger than what the mint accepts.
+/// NUT-29: a miner holds one quote per share, so batches are as large as the body limit allows
+/// for a worst-case request (see `limits`), never larger than what the mint accepts.
+fn max_batch_size(mint: &Mint, config: &MintConfig) -> Result<usize, MintError> {
     let keyset = mint
         .get_active_keysets()
         .get(&CurrencyUnit::custom(ehash::UNIT))
         .copied()
         .ok_or_else(|| MintError::Cdk(cdk::Error::NoActiveKeyset))?;
     let max_batch = limits::BatchWireSize::measure(keyset).max_batch_size(config.max_body_bytes)?;
-    info.nuts.nut29.max_batch_size = Some(max_batch as u64);
     tracing::info!(
         max_batch,
         max_body_bytes = config.max_body_bytes,
         "NUT-29 batch size"
     );
-    mint.set_mint_info(info).await?;
-    mint.start().await?;
-    Ok(mint)
+    Ok(max_batch)
 }
 
 /// A running mint: cdk mint, stream consumer and HTTP API.

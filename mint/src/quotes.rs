@@ -99,27 +99,7 @@ impl QuoteBook {
             return Ok(Created::AlreadyStored);
         }
 
-        let pubkey = PublicKey::from_slice(&create.locking_pubkey.to_bytes())
-            .expect("a LockingPubkey is a valid secp256k1 key");
-        let zero = Amount::new(0, self.unit.clone());
-        let quote = MintQuote::new(
-            Some(id.clone()),
-            format!("ehash:{}", create.share_hash),
-            self.unit.clone(),
-            Some(Amount::new(create.amount, self.unit.clone())),
-            create.created_at.saturating_add(QUOTE_EXPIRY_SECS),
-            PaymentIdentifier::QuoteId(id.clone()),
-            Some(pubkey),
-            zero.clone(),
-            zero,
-            self.method.clone(),
-            create.created_at,
-            create.created_at,
-            Vec::new(),
-            Vec::new(),
-            None,
-        );
-
+        let quote = self.unpaid_quote(create, id);
         let notice = MintQuoteCustomResponse::<QuoteId>::try_from(quote.clone());
         let mut tx = store.begin_transaction().await?;
         match tx.add_mint_quote(quote).await {
@@ -142,8 +122,42 @@ impl QuoteBook {
         )
         .await?;
         tx.commit().await?;
-        // NUT-17: a wallet subscribed to this quote id sees it appear UNPAID (cdk publishes the
-        // later changes: PAID on our update, ISSUED on its mint).
+        self.notify_created(notice);
+        tracing::debug!(amount = create.amount, "quote stored UNPAID");
+        Ok(Created::New)
+    }
+
+    /// The cdk quote for a create: UNPAID, locked to the miner's key (NUT-20), for the share's
+    /// credited work.
+    fn unpaid_quote(&self, create: &CreateQuote, id: QuoteId) -> MintQuote {
+        let pubkey = PublicKey::from_slice(&create.locking_pubkey.to_bytes())
+            .expect("a LockingPubkey is a valid secp256k1 key");
+        let zero = Amount::new(0, self.unit.clone());
+        MintQuote::new(
+            Some(id.clone()),
+            format!("ehash:{}", create.share_hash),
+            self.unit.clone(),
+            Some(Amount::new(create.amount, self.unit.clone())),
+            create.created_at.saturating_add(QUOTE_EXPIRY_SECS),
+            PaymentIdentifier::QuoteId(id),
+            Some(pubkey),
+            zero.clone(),
+            zero,
+            self.method.clone(),
+            create.created_at,
+            create.created_at,
+            Vec::new(),
+            Vec::new(),
+            None,
+        )
+    }
+
+    /// NUT-17: a wallet subscribed to this quote id sees it appear UNPAID (cdk publishes the
+    /// later changes: PAID on our update, ISSUED on its mint).
+    fn notify_created(
+        &self,
+        notice: Result<MintQuoteCustomResponse<QuoteId>, impl std::fmt::Display>,
+    ) {
         match notice {
             Ok(response) => {
                 self.mint
@@ -155,8 +169,6 @@ impl QuoteBook {
             }
             Err(error) => tracing::warn!(%error, "cannot notify subscribers of the new quote"),
         }
-        tracing::debug!(amount = create.amount, "quote stored UNPAID");
-        Ok(Created::New)
     }
 
     /// Marks the named quotes PAID and returns how many were not PAID before. Applying the same
