@@ -5,9 +5,8 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use hashpool_testkit::free_port;
+use hashpool_testkit::{eventually, free_port, wait_for};
 use serde_json::json;
 use support::{http_get, Sv1Miner, KEY_A};
 
@@ -33,20 +32,13 @@ async fn the_binary_serves_miners_metrics_and_logs_without_a_pool() {
         .expect("the translator binary runs");
 
     let metrics_address = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    let started = Instant::now();
-    let metrics = loop {
-        if tokio::net::TcpStream::connect(metrics_address)
+    wait_for("the translator's /metrics", async || {
+        tokio::net::TcpStream::connect(metrics_address)
             .await
             .is_ok()
-        {
-            break http_get(metrics_address, "/metrics").await;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "metrics never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
+    let metrics = http_get(metrics_address, "/metrics").await;
     assert!(
         metrics.contains("hashpool_translator_upstream_connected 0\n"),
         "{metrics}"
@@ -71,17 +63,10 @@ async fn the_binary_serves_miners_metrics_and_logs_without_a_pool() {
         .status()
         .unwrap();
     assert!(status.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no exit on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = eventually("the translator's exit on SIGTERM", async || {
+        child.try_wait().unwrap()
+    })
+    .await;
     assert!(exit.success(), "{exit}");
     let log = std::fs::read_to_string(dir.path().join("logs").join("translator.log")).unwrap();
     assert!(log.contains("translator listening"), "{log}");

@@ -141,24 +141,17 @@ impl Stack {
 
     /// Waits until the stream holds at least `count` creates for `key`; returns them.
     pub async fn creates_for(&self, key: &str, count: usize) -> Vec<CreateQuote> {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
+        let what = format!("{count} quotes for {key} on the stream");
+        hashpool_testkit::eventually(what, async || {
             let creates: Vec<_> = self
                 .creates()
                 .await
                 .into_iter()
                 .filter(|create| create.locking_pubkey.to_string() == key)
                 .collect();
-            if creates.len() >= count {
-                return creates;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {count} quotes for {key} on the stream",
-                creates.len()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+            (creates.len() >= count).then_some(creates)
+        })
+        .await
     }
 
     /// Stops the pool, then the translator (the order of a pool restart, which the translator

@@ -186,12 +186,9 @@ impl Sv1Miner {
     pub async fn wait_until(&mut self, what: &str, condition: impl Fn(&Self) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !condition(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            self.next_message()
+            tokio::time::timeout_at(deadline, self.next_message())
                 .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
                 .expect("the connection stays open");
         }
     }
