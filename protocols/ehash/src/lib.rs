@@ -27,7 +27,9 @@ pub use lookup::{
     lookup_message, QuoteLookupRequest, QuoteLookupResponse, QuoteState, QuoteSummary,
     LOOKUP_FRESHNESS_SECS,
 };
-pub use message::{AcceptedShare, CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote};
+pub use message::{
+    AcceptedShare, CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote,
+};
 pub use policy::{split_payout, PayoutError, ReleasePolicy};
 pub use work::{
     credited_work, expected_hashes, quote_id_for_share, ShareHash, ShareWork, HASHES_PER_UNIT_LOG2,

@@ -29,15 +29,11 @@ fn interrupt_while(address: &str, in_state: impl Fn(&Process) -> bool) {
         &dir.path().join("out.log"),
     )
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !in_state(&device) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached the state under test:\n{}",
-            device.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        hashpool_testkit::wait_until(Duration::from_secs(30), || in_state(&device)),
+        "never reached the state under test:\n{}",
+        device.output()
+    );
     let status = device.interrupt(Duration::from_secs(3));
     assert!(
         status.is_some_and(|status| status.success()),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use hashpool_mining_device::device::{run_device_reconnecting, DeviceConfig, DeviceStats};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
+use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, wait_for_within, Bitcoind};
 
 const HONEST: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
 const LIAR: &str = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
@@ -148,12 +148,9 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
 }
 
 async fn wait_for_hashes(device: &DeviceStats, hashes: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    while device.hashes.load(Ordering::Relaxed) < hashes {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the honest device never computed {hashes} hashes"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let what = format!("the honest device to compute {hashes} hashes");
+    wait_for_within(what, std::time::Duration::from_secs(240), async || {
+        device.hashes.load(Ordering::Relaxed) >= hashes
+    })
+    .await;
 }

@@ -87,9 +87,12 @@ async fn the_pool_follows_the_tip_through_a_flood() {
     let mut miner = Miner::open(&stack, KEY, 1.0).await;
     let shares = burst(&miner);
     send_all(&mut miner, shares).await;
-    // A block from elsewhere, mined while the flood is answered, reaches the miner at once.
+    // A block from elsewhere, mined while the flood is answered, reaches the miner while the
+    // flood's candidates wait. The bound is far above a template poll (50 ms) and far below
+    // what a pool that submitted 300 candidates before looking at the tip takes (minutes on a
+    // loaded machine), so only that failure trips it, not a slow CI machine.
     let external = stack.node.mine(1).unwrap()[0];
-    let next_tip = tokio::time::timeout(Duration::from_secs(2), async {
+    let next_tip = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             if let MiningOwned::SetNewPrevHash(prev) = miner.next_mining().await {
                 if prev.prev_hash.to_array() == external.to_byte_array() {
@@ -101,7 +104,10 @@ async fn the_pool_follows_the_tip_through_a_flood() {
     .await;
     // (A candidate checked just before the external block landed may still reach bitcoind
     // and lose the race for the height: that is a real stale block, not a flood.)
-    assert!(next_tip.is_ok(), "the pool followed the new tip within 2 s");
+    assert!(
+        next_tip.is_ok(),
+        "the pool followed the new tip within 15 s"
+    );
     let stopped = tokio::time::timeout(Duration::from_secs(5), stack.pool.shutdown()).await;
     assert!(stopped.is_ok(), "the pool stopped within 5 s");
 }
