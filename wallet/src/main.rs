@@ -97,41 +97,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     if !matches!(args.command, Command::Watch { .. }) {
-        // One-shot commands: warnings (a refused batch, a recovery step) on stderr, stdout
-        // stays the answer. `watch` logs everything through hashpool-service instead.
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        log_warnings_to_stderr();
     }
     let dir = WalletDir::new(&args.dir);
     match args.command {
         Command::Init { phrase, if_missing } => {
-            if if_missing && phrase.is_none() {
-                println!("{}", WalletKeys::load_or_create(&dir)?.pubkey());
-                return Ok(());
-            }
-            let keys = WalletKeys::create(&dir, phrase.as_deref())?;
-            eprintln!(
-                "wallet created in {}; back up the 12 words in {}",
-                args.dir.display(),
-                dir.mnemonic_file().display()
-            );
-            if phrase.is_some() {
-                let wallet = open(&dir, &args.mint).await?;
-                let restored = wallet.restore().await?;
-                let minted = wallet
-                    .mint_paid_with(MintOptions::default(), print_progress)
-                    .await?;
-                eprintln!(
-                    "restored {restored} hash of ecash; minted {} hash from {} waiting quotes",
-                    minted.amount, minted.quotes
-                );
-            }
-            eprintln!("mine with this identity (append .worker if you like):");
-            println!("{}", keys.pubkey());
+            init(&dir, &args.mint, phrase.as_deref(), if_missing).await?
         }
         Command::Pubkey => println!("{}", WalletKeys::load(&dir)?.pubkey()),
         Command::Quotes { json } => {
@@ -140,30 +111,8 @@ async fn main() -> anyhow::Result<()> {
             explain_waiting(waiting);
             explain_pending(&wallet).await?;
         }
-        Command::Mint { batches } => {
-            let wallet = open(&dir, &args.mint).await?;
-            let report = wallet
-                .mint_paid_with(batches.options(), print_progress)
-                .await?;
-            explain_recovery(&report);
-            println!(
-                "minted {} hash from {} quotes; {} quotes not yet PAID; balance {} hash",
-                report.amount,
-                report.quotes,
-                report.unpaid,
-                wallet.balance().await?
-            );
-        }
-        Command::Balance => {
-            let wallet = open(&dir, &args.mint).await?;
-            println!("{} hash", wallet.balance().await?);
-            // What is waiting goes to stderr: stdout stays the one figure scripts read.
-            match wallet.waiting().await {
-                Ok(waiting) => explain_waiting(waiting),
-                Err(error) => eprintln!("(cannot ask the mint what is waiting: {error})"),
-            }
-            explain_pending(&wallet).await?;
-        }
+        Command::Mint { batches } => mint(&open(&dir, &args.mint).await?, &batches).await?,
+        Command::Balance => balance(&open(&dir, &args.mint).await?).await?,
         Command::Send { amount } => {
             let wallet = open(&dir, &args.mint).await?;
             println!("{}", wallet.send(amount).await?);
@@ -183,14 +132,82 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let _log = hashpool_service::init_logging("wallet", &log_dir)?;
             let wallet = open(&dir, &args.mint).await?;
-            watch(
-                &wallet,
-                Duration::from_secs(interval.max(1)),
-                batches.options(),
-            )
-            .await;
+            let interval = Duration::from_secs(interval.max(1));
+            watch(&wallet, interval, batches.options()).await;
         }
     }
+    Ok(())
+}
+
+/// One-shot commands: warnings (a refused batch, a recovery step) on stderr, stdout stays the
+/// answer. `watch` logs everything through hashpool-service instead.
+fn log_warnings_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `wallet init`: a new mnemonic, or the given one with its ecash restored and its waiting
+/// quotes minted.
+async fn init(
+    dir: &WalletDir,
+    mint_url: &str,
+    phrase: Option<&str>,
+    if_missing: bool,
+) -> anyhow::Result<()> {
+    if if_missing && phrase.is_none() {
+        println!("{}", WalletKeys::load_or_create(dir)?.pubkey());
+        return Ok(());
+    }
+    let keys = WalletKeys::create(dir, phrase)?;
+    eprintln!(
+        "wallet created in {}; back up the 12 words in {}",
+        dir.path().display(),
+        dir.mnemonic_file().display()
+    );
+    if phrase.is_some() {
+        let wallet = open(dir, mint_url).await?;
+        let restored = wallet.restore().await?;
+        let minted = wallet
+            .mint_paid_with(MintOptions::default(), print_progress)
+            .await?;
+        eprintln!(
+            "restored {restored} hash of ecash; minted {} hash from {} waiting quotes",
+            minted.amount, minted.quotes
+        );
+    }
+    eprintln!("mine with this identity (append .worker if you like):");
+    println!("{}", keys.pubkey());
+    Ok(())
+}
+
+/// `wallet mint`: every PAID quote, after finishing what an earlier run left unresolved.
+async fn mint(wallet: &MinerWallet, batches: &BatchArgs) -> anyhow::Result<()> {
+    let report = wallet
+        .mint_paid_with(batches.options(), print_progress)
+        .await?;
+    explain_recovery(&report);
+    println!(
+        "minted {} hash from {} quotes; {} quotes not yet PAID; balance {} hash",
+        report.amount,
+        report.quotes,
+        report.unpaid,
+        wallet.balance().await?
+    );
+    Ok(())
+}
+
+/// `wallet balance`: the one figure on stdout; what is waiting or mid-recovery on stderr.
+async fn balance(wallet: &MinerWallet) -> anyhow::Result<()> {
+    println!("{} hash", wallet.balance().await?);
+    match wallet.waiting().await {
+        Ok(waiting) => explain_waiting(waiting),
+        Err(error) => eprintln!("(cannot ask the mint what is waiting: {error})"),
+    }
+    explain_pending(wallet).await?;
     Ok(())
 }
 
