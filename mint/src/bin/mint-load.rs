@@ -45,54 +45,11 @@ async fn main() -> anyhow::Result<()> {
 
     let secret = SecretKey::generate();
     let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
-    let creates: Vec<CreateQuote> = (0..args.quotes)
-        .map(|_| {
-            CreateQuote::for_share(AcceptedShare {
-                share_hash: bitcoin::hashes::Hash::from_byte_array(rand::random()),
-                locking_pubkey: key,
-                credited_work: 1 + rand::random::<u64>() % 64,
-                channel_id: 1,
-                job_id: 1,
-                template_id: 1,
-                epoch: 1,
-                accepted_at: cdk::util::unix_time(),
-            })
-        })
-        .collect();
-    // As the pool sends them: a create, then its PAID update.
-    for chunk in creates.chunks(500) {
-        let mut pipe = redis::pipe();
-        for create in chunk {
-            for message in [
-                QuoteMessage::Create(create.clone()),
-                QuoteMessage::Update(UpdateQuote::paid(vec![create.quote_id])),
-            ] {
-                pipe.xadd(&stream, "*", &[(ehash::STREAM_FIELD, message.to_json())])
-                    .ignore();
-            }
-        }
-        pipe.query_async::<()>(&mut redis).await?;
-    }
+    let creates = random_creates(key, args.quotes);
+    push_as_the_pool(&mut redis, &stream, &creates).await?;
 
     let started = Instant::now();
-    let server = MintServer::start(MintConfig {
-        listen_address: "127.0.0.1:0".parse()?,
-        log_dir: dir.path().join("logs"),
-        seed_file: dir.path().join("seed"),
-        database: DatabaseConfig {
-            sqlite_path: dir.path().join("mint.sqlite"),
-            postgres_url: None,
-        },
-        redis: ConsumerConfig {
-            url: args.redis.clone(),
-            stream: stream.clone(),
-            consumer_name: Some("bench".into()),
-            block_ms: 50,
-            ..ConsumerConfig::default()
-        },
-        ..MintConfig::default()
-    })
-    .await?;
+    let server = MintServer::start(bench_mint_config(dir.path(), &args.redis, &stream)).await?;
     let metrics = server.metrics().clone();
     let startup = started.elapsed();
     while metrics.updates_applied.get() < args.quotes as u64 {
@@ -100,35 +57,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let ingest = started.elapsed() - startup;
 
-    let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>()
-        .concat()
-        .try_into()
-        .expect("64 bytes");
-    // The wallet's polite client-side pacing (a burst of a few requests, then about one a second)
-    // is off: this measures the mint.
-    let wallet = WalletBuilder::new()
-        .mint_url(server.url().parse()?)
-        .unit(CurrencyUnit::custom(ehash::UNIT))
-        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await?))
-        .seed(seed)
-        .without_rate_limiting()
-        .build()?;
     let to_mint = &creates[..args.mints.min(creates.len())];
-    for create in to_mint {
-        wallet
-            .localstore
-            .add_mint_quote(cdk::wallet::MintQuote::new(
-                create.quote_id.to_string(),
-                wallet.mint_url.clone(),
-                PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
-                Some(Amount::from(create.amount)),
-                wallet.unit.clone(),
-                format!("ehash:{}", create.share_hash),
-                create.created_at + 86_400,
-                Some(secret.clone()),
-            ))
-            .await?;
-    }
+    let wallet = wallet_holding(&server, to_mint, &secret).await?;
     let minting = Instant::now();
     for create in to_mint {
         wallet
@@ -159,4 +89,101 @@ async fn main() -> anyhow::Result<()> {
         .del(&[stream.clone(), ehash::dead_letter_stream(&stream)])
         .await?;
     Ok(())
+}
+
+/// `count` shares' creates locked to `key`, of random small amounts.
+fn random_creates(key: LockingPubkey, count: usize) -> Vec<CreateQuote> {
+    (0..count)
+        .map(|_| {
+            CreateQuote::for_share(AcceptedShare {
+                share_hash: bitcoin::hashes::Hash::from_byte_array(rand::random()),
+                locking_pubkey: key,
+                credited_work: 1 + rand::random::<u64>() % 64,
+                channel_id: 1,
+                job_id: 1,
+                template_id: 1,
+                epoch: 1,
+                accepted_at: cdk::util::unix_time(),
+            })
+        })
+        .collect()
+}
+
+/// Appends the creates as the pool sends them: a create, then its PAID update.
+async fn push_as_the_pool(
+    redis: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    creates: &[CreateQuote],
+) -> anyhow::Result<()> {
+    for chunk in creates.chunks(500) {
+        let mut pipe = redis::pipe();
+        for create in chunk {
+            for message in [
+                QuoteMessage::Create(create.clone()),
+                QuoteMessage::Update(UpdateQuote::paid(vec![create.quote_id])),
+            ] {
+                pipe.xadd(stream, "*", &[(ehash::STREAM_FIELD, message.to_json())])
+                    .ignore();
+            }
+        }
+        pipe.query_async::<()>(redis).await?;
+    }
+    Ok(())
+}
+
+fn bench_mint_config(dir: &std::path::Path, redis: &str, stream: &str) -> MintConfig {
+    MintConfig {
+        listen_address: "127.0.0.1:0".parse().expect("a socket address"),
+        log_dir: dir.join("logs"),
+        seed_file: dir.join("seed"),
+        database: DatabaseConfig {
+            sqlite_path: dir.join("mint.sqlite"),
+            postgres_url: None,
+        },
+        redis: ConsumerConfig {
+            url: redis.to_owned(),
+            stream: stream.to_owned(),
+            consumer_name: Some("bench".into()),
+            block_ms: 50,
+            ..ConsumerConfig::default()
+        },
+        ..MintConfig::default()
+    }
+}
+
+/// A cdk wallet on the mint holding `quotes` with their NUT-20 key. The wallet's polite
+/// client-side pacing (a burst of a few requests, then about one a second) is off: this
+/// measures the mint.
+async fn wallet_holding(
+    server: &MintServer,
+    quotes: &[CreateQuote],
+    secret: &SecretKey,
+) -> anyhow::Result<cdk::wallet::Wallet> {
+    let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>()
+        .concat()
+        .try_into()
+        .expect("64 bytes");
+    let wallet = WalletBuilder::new()
+        .mint_url(server.url().parse()?)
+        .unit(CurrencyUnit::custom(ehash::UNIT))
+        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await?))
+        .seed(seed)
+        .without_rate_limiting()
+        .build()?;
+    for create in quotes {
+        wallet
+            .localstore
+            .add_mint_quote(cdk::wallet::MintQuote::new(
+                create.quote_id.to_string(),
+                wallet.mint_url.clone(),
+                PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
+                Some(Amount::from(create.amount)),
+                wallet.unit.clone(),
+                format!("ehash:{}", create.share_hash),
+                create.created_at + 86_400,
+                Some(secret.clone()),
+            ))
+            .await?;
+    }
+    Ok(wallet)
 }
