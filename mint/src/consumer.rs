@@ -266,9 +266,7 @@ impl QuoteConsumer {
                         .waiting
                         .entry(entry.id.clone())
                         .or_insert_with(Instant::now);
-                    if matches!(error, QuoteBookError::UnknownQuote(_))
-                        && first_try.elapsed() > UPDATE_WAIT_LIMIT
-                    {
+                    if error.awaits_creates() && first_try.elapsed() > UPDATE_WAIT_LIMIT {
                         let reason =
                             format!("{error} after waiting {UPDATE_WAIT_LIMIT:?} for its create");
                         self.dead_letter(&entry, &reason).await?;

@@ -35,6 +35,9 @@ pub use quotes::QuoteBook;
 /// Denominations: every power of two up to 2^63, so any u64 amount of work can be minted.
 const DENOMINATION_BITS: u32 = 64;
 
+/// Denominations of the `sat` keyset: 2^0 to 2^40 sat, far above any one payout share.
+const SAT_DENOMINATION_BITS: u32 = 41;
+
 #[derive(Debug, Error)]
 pub enum MintError {
     #[error(transparent)]
@@ -127,12 +130,36 @@ async fn ehash_mint_builder(
     builder
         .add_payment_processor(
             unit,
-            method,
+            method.clone(),
             MintMeltLimits::new(1, u64::MAX),
             Arc::new(backend::EhashPayments),
         )
         .await?;
-    Ok(builder)
+    // Payout-epoch quotes: the same stream-fed method, in sats, each quote PAID its share of a
+    // payout that landed.
+    builder.configure_unit(
+        CurrencyUnit::Sat,
+        UnitConfig {
+            amounts: (0..SAT_DENOMINATION_BITS).map(|bit| 1u64 << bit).collect(),
+            input_fee_ppk: 0,
+        },
+    )?;
+    builder
+        .add_payment_processor(
+            CurrencyUnit::Sat,
+            method.clone(),
+            MintMeltLimits::new(1, u64::MAX),
+            Arc::new(backend::EhashPayments),
+        )
+        .await?;
+    Ok(builder.with_supported_websockets(SupportedMethods::new(
+        method,
+        CurrencyUnit::Sat,
+        vec![
+            WsCommand::Custom(format!("{}_mint_quote", ehash::PAYMENT_METHOD)),
+            WsCommand::ProofState,
+        ],
+    )))
 }
 
 /// What the mint advertises (NUT-06): cdk's info for the builder, less what it does not serve.

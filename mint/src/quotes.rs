@@ -13,12 +13,16 @@ use cdk::nuts::{
 use cdk::{Amount, Mint};
 use cdk_common::database::Error as StoreError;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
-use ehash::{CreateQuote, LockingPubkey, Release, UpdateQuote};
+use ehash::{CreateQuote, EpochRelease, LockingPubkey, Release, UpdateQuote};
 use thiserror::Error;
 use uuid::Uuid;
 
 /// KV namespace of the index from locking key to quote ids (cdk has no query by pubkey).
 const KEY_INDEX_NAMESPACE: &str = "ehash_quotes_by_key";
+
+/// KV namespace of the index from payout epoch to its quotes and their work, what an epoch's
+/// payout is split over.
+const EPOCH_INDEX_NAMESPACE: &str = "ehash_quotes_by_epoch";
 
 /// Quotes are never refused for age (the pool created them for real work); wallets hide quotes
 /// whose expiry has passed, so set it far out.
@@ -35,6 +39,30 @@ pub enum QuoteBookError {
         found: String,
         expected: String,
     },
+    /// The epoch's update arrived before all of its creates: retry it later.
+    #[error("epoch {epoch}: {held_quotes} of {quotes} quotes ({held_work} of {work} work) stored so far")]
+    EpochIncomplete {
+        epoch: u64,
+        held_quotes: u64,
+        held_work: u64,
+        quotes: u64,
+        work: u64,
+    },
+    /// The store holds more of the epoch than the pool says it credited: pay nothing.
+    #[error("epoch {epoch}: the store holds {held_quotes} quotes with {held_work} work, more than the {quotes} quotes with {work} work the update names")]
+    EpochMismatch {
+        epoch: u64,
+        held_quotes: u64,
+        held_work: u64,
+        quotes: u64,
+        work: u64,
+    },
+    #[error("epoch {epoch}'s payout cannot be split: {source}")]
+    Split {
+        epoch: u64,
+        #[source]
+        source: ehash::PayoutError,
+    },
     #[error("mint store: {0}")]
     Store(#[from] StoreError),
     #[error("mint: {0}")]
@@ -45,7 +73,20 @@ impl QuoteBookError {
     /// Whether trying the same message again later can succeed (store trouble, or an update that
     /// overtook its create), as opposed to a message that is wrong for this mint.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, QuoteBookError::WrongUnit { .. })
+        !matches!(
+            self,
+            QuoteBookError::WrongUnit { .. }
+                | QuoteBookError::EpochMismatch { .. }
+                | QuoteBookError::Split { .. }
+        )
+    }
+
+    /// Whether this is a message waiting for creates that have not arrived (yet).
+    pub fn awaits_creates(&self) -> bool {
+        matches!(
+            self,
+            QuoteBookError::UnknownQuote(_) | QuoteBookError::EpochIncomplete { .. }
+        )
     }
 }
 
@@ -66,15 +107,26 @@ pub struct QuotePage {
 #[derive(Clone)]
 pub struct QuoteBook {
     mint: Arc<Mint>,
-    unit: CurrencyUnit,
     method: PaymentMethod,
+}
+
+/// The cdk unit of a create's unit, `hash` (ehash) or `sat` (payout epochs).
+fn cdk_unit(create: &CreateQuote) -> Result<CurrencyUnit, QuoteBookError> {
+    match create.unit.as_str() {
+        ehash::UNIT => Ok(CurrencyUnit::custom(ehash::UNIT)),
+        ehash::EPOCH_UNIT => Ok(CurrencyUnit::Sat),
+        other => Err(QuoteBookError::WrongUnit {
+            quote_id: create.quote_id,
+            found: other.to_owned(),
+            expected: format!("{} or {}", ehash::UNIT, ehash::EPOCH_UNIT),
+        }),
+    }
 }
 
 impl QuoteBook {
     pub fn new(mint: Arc<Mint>) -> Self {
         Self {
             mint,
-            unit: CurrencyUnit::custom(ehash::UNIT),
             method: PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
         }
     }
@@ -86,20 +138,14 @@ impl QuoteBook {
     /// Stores the quote UNPAID; a quote already stored under that id is left as it is.
     #[tracing::instrument(skip_all, fields(quote_id = %create.quote_id))]
     pub async fn create(&self, create: &CreateQuote) -> Result<Created, QuoteBookError> {
-        if create.unit != ehash::UNIT {
-            return Err(QuoteBookError::WrongUnit {
-                quote_id: create.quote_id,
-                found: create.unit.clone(),
-                expected: ehash::UNIT.to_owned(),
-            });
-        }
+        let unit = cdk_unit(create)?;
         let id = QuoteId::from(create.quote_id);
         let store = self.mint.localstore();
         if store.get_mint_quote(&id).await?.is_some() {
             return Ok(Created::AlreadyStored);
         }
 
-        let quote = self.unpaid_quote(create, id);
+        let quote = self.unpaid_quote(create, id, unit.clone());
         let notice = MintQuoteCustomResponse::<QuoteId>::try_from(quote.clone());
         let mut tx = store.begin_transaction().await?;
         match tx.add_mint_quote(quote).await {
@@ -121,23 +167,34 @@ impl QuoteBook {
             &create.created_at.to_be_bytes(),
         )
         .await?;
+        if unit == CurrencyUnit::Sat {
+            tx.kv_write(
+                EPOCH_INDEX_NAMESPACE,
+                &create.epoch.to_string(),
+                &create.quote_id.to_string(),
+                &create.amount.to_be_bytes(),
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.notify_created(notice);
         tracing::debug!(amount = create.amount, "quote stored UNPAID");
         Ok(Created::New)
     }
 
-    /// The cdk quote for a create: UNPAID, locked to the miner's key (NUT-20), for the share's
-    /// credited work.
-    fn unpaid_quote(&self, create: &CreateQuote, id: QuoteId) -> MintQuote {
+    /// The cdk quote for a create: UNPAID, locked to the miner's key (NUT-20). An ehash quote is
+    /// for the share's credited work; an epoch quote's amount is its share of a payout that has
+    /// not landed yet, so it has none until then.
+    fn unpaid_quote(&self, create: &CreateQuote, id: QuoteId, unit: CurrencyUnit) -> MintQuote {
         let pubkey = PublicKey::from_slice(&create.locking_pubkey.to_bytes())
             .expect("a LockingPubkey is a valid secp256k1 key");
-        let zero = Amount::new(0, self.unit.clone());
+        let zero = Amount::new(0, unit.clone());
+        let amount = (unit != CurrencyUnit::Sat).then(|| Amount::new(create.amount, unit.clone()));
         MintQuote::new(
             Some(id.clone()),
             format!("ehash:{}", create.share_hash),
-            self.unit.clone(),
-            Some(Amount::new(create.amount, self.unit.clone())),
+            unit,
+            amount,
             create.created_at.saturating_add(QUOTE_EXPIRY_SECS),
             PaymentIdentifier::QuoteId(id),
             Some(pubkey),
@@ -182,17 +239,67 @@ impl QuoteBook {
                         usize::from(self.pay(*id, None, |quote| quote.amount.clone()).await?);
                 }
             }
-            Release::Epoch(payout) => {
-                for (id, amount) in &payout.amounts {
-                    let amount = Amount::new(*amount, self.unit.clone());
+            Release::Epoch(release) => {
+                for (id, amount) in self.epoch_split(release).await? {
+                    let amount = Amount::new(amount, CurrencyUnit::Sat);
                     newly_paid += usize::from(
-                        self.pay(*id, Some(payout.epoch), |_| Some(amount.clone()))
+                        self.pay(id, Some(release.epoch), |_| Some(amount.clone()))
                             .await?,
                     );
                 }
             }
         }
         Ok(newly_paid)
+    }
+
+    /// Each of the epoch's quotes with its share of the payout, once the store holds exactly
+    /// the quotes and work the update names. The split is deterministic, so a redelivered
+    /// update, or one applied again after a crash part-way, pays every quote the same amount.
+    async fn epoch_split(
+        &self,
+        release: &EpochRelease,
+    ) -> Result<Vec<(Uuid, u64)>, QuoteBookError> {
+        let epoch = release.epoch;
+        let store = self.mint.localstore();
+        let ids = store
+            .kv_list(EPOCH_INDEX_NAMESPACE, &epoch.to_string())
+            .await?;
+        let mut work = Vec::with_capacity(ids.len());
+        for id in ids {
+            let value = store
+                .kv_read(EPOCH_INDEX_NAMESPACE, &epoch.to_string(), &id)
+                .await?
+                .unwrap_or_default();
+            let (Ok(quote_id), Ok(bytes)) = (Uuid::parse_str(&id), <[u8; 8]>::try_from(value))
+            else {
+                continue;
+            };
+            work.push((quote_id, u64::from_be_bytes(bytes)));
+        }
+        let held_quotes = work.len() as u64;
+        let held_work: u64 = work.iter().map(|&(_, w)| w).sum();
+        let (quotes, total) = (release.quotes, release.total_work);
+        if held_quotes > quotes || held_work > total {
+            return Err(QuoteBookError::EpochMismatch {
+                epoch,
+                held_quotes,
+                held_work,
+                quotes,
+                work: total,
+            });
+        }
+        if held_quotes < quotes || held_work < total {
+            return Err(QuoteBookError::EpochIncomplete {
+                epoch,
+                held_quotes,
+                held_work,
+                quotes,
+                work: total,
+            });
+        }
+        let amounts = ehash::split_payout(release.payout, &work)
+            .map_err(|source| QuoteBookError::Split { epoch, source })?;
+        Ok(amounts.into_iter().collect())
     }
 
     #[tracing::instrument(skip_all, fields(quote_id = %quote_id))]

@@ -60,14 +60,20 @@ async fn nut06_info_advertises_exactly_what_the_mint_serves() {
     .into();
     assert_eq!(advertised, expected, "{nuts}");
 
-    // NUT-04: one method, ehash for unit hash.
+    // NUT-04: one method, ehash, for unit hash (ehash quotes) and sat (payout-epoch quotes).
     assert_eq!(nuts["4"]["disabled"], false, "{nuts}");
-    let methods = nuts["4"]["methods"].as_array().unwrap();
-    assert_eq!(methods.len(), 1, "{nuts}");
-    assert_eq!(
-        (&methods[0]["method"], &methods[0]["unit"]),
-        (&json!("ehash"), &json!("hash"))
-    );
+    let methods: Vec<(&str, &str)> = nuts["4"]["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|method| {
+            (
+                method["method"].as_str().unwrap(),
+                method["unit"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(methods, [("ehash", "hash"), ("ehash", "sat")], "{nuts}");
     // NUT-05: nothing to melt into.
     assert_eq!(nuts["5"], json!({"methods": [], "disabled": true}));
 
@@ -89,12 +95,16 @@ async fn nut06_info_advertises_exactly_what_the_mint_serves() {
     .into();
     assert_eq!(supported, expected_supported, "{nuts}");
 
-    // NUT-17: the quote kind of our method and proof states; no melt quotes.
+    // NUT-17: the quote kind of our method and proof states, per unit; no melt quotes.
     assert_eq!(
         nuts["17"],
         json!({"supported": [{
             "method": "ehash",
             "unit": "hash",
+            "commands": ["ehash_mint_quote", "proof_state"],
+        }, {
+            "method": "ehash",
+            "unit": "sat",
             "commands": ["ehash_mint_quote", "proof_state"],
         }]})
     );
@@ -140,13 +150,18 @@ async fn nut06_info_advertises_exactly_what_the_mint_serves() {
     assert_eq!(body["code"], 50000, "{body}");
     let (status, body) = harness.http_get("/v1/keys").await;
     assert_eq!(status, 200);
-    let units: Vec<&str> = body["keysets"]
+    assert_eq!(body["keysets"].as_array().unwrap().len(), 2, "{body}");
+    let units: BTreeSet<&str> = body["keysets"]
         .as_array()
         .unwrap()
         .iter()
         .map(|keyset| keyset["unit"].as_str().unwrap())
         .collect();
-    assert_eq!(units, ["hash"], "one keyset, for unit hash: {body}");
+    assert_eq!(
+        units,
+        BTreeSet::from(["hash", "sat"]),
+        "one keyset per unit: hash for ehash, sat for payout epochs: {body}"
+    );
     harness.stop().await;
 }
 

@@ -379,47 +379,6 @@ async fn signed_lookup_lists_a_keys_quotes_and_refuses_stale_replayed_or_forged_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn epoch_payout_pays_each_quote_its_pro_rata_share_once() {
-    let mut harness = Harness::start("mint-epoch").await;
-    let (_, locking) = miner_key();
-    let big = share(locking, 3);
-    let small = share(locking, 1);
-    for create in [&big, &small] {
-        harness.push(&QuoteMessage::Create(create.clone())).await;
-    }
-    let amounts = ehash::split_payout(
-        1001,
-        &[(big.quote_id, big.amount), (small.quote_id, small.amount)],
-    )
-    .unwrap();
-    let update = QuoteMessage::Update(UpdateQuote::epoch_paid(ehash::EpochPayout {
-        epoch: 102,
-        payout: 1001,
-        amounts: amounts.clone(),
-    }));
-    // Delivered twice: the second changes nothing.
-    harness.push(&update).await;
-    harness.push(&update).await;
-
-    for create in [&big, &small] {
-        let body = harness.wait_for_state(create.quote_id, "PAID").await;
-        assert_eq!(body["amount_paid"], amounts[&create.quote_id], "{body}");
-    }
-    assert_eq!(amounts[&big.quote_id] + amounts[&small.quote_id], 1001);
-    harness.wait_all_acknowledged().await;
-    for create in [&big, &small] {
-        let (_, body) = harness
-            .http_get(&format!("/v1/mint/quote/ehash/{}", create.quote_id))
-            .await;
-        assert_eq!(
-            body["amount_paid"], amounts[&create.quote_id],
-            "paid once: {body}"
-        );
-    }
-    harness.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lookup_answers_in_pages_that_cover_every_quote_once() {
     let mut harness = Harness::start("mint-lookup-pages").await;
     let (secret, locking) = miner_key();

@@ -133,15 +133,14 @@ impl Harness {
 
     /// A wallet with the given seed and an empty in-memory store.
     pub async fn wallet_with_seed(&self, seed: [u8; 64]) -> Wallet {
+        self.wallet_in(CurrencyUnit::custom(ehash::UNIT), seed)
+            .await
+    }
+
+    /// A wallet for `unit` with the given seed and an empty in-memory store.
+    pub async fn wallet_in(&self, unit: CurrencyUnit, seed: [u8; 64]) -> Wallet {
         let store = cdk_sqlite::wallet::memory::empty().await.unwrap();
-        Wallet::new(
-            &self.server().url(),
-            CurrencyUnit::custom(ehash::UNIT),
-            Arc::new(store),
-            seed,
-            None,
-        )
-        .unwrap()
+        Wallet::new(&self.server().url(), unit, Arc::new(store), seed, None).unwrap()
     }
 
     pub async fn pending_count(&mut self) -> usize {
@@ -265,6 +264,15 @@ pub fn share(locking: LockingPubkey, amount: u64) -> CreateQuote {
     })
 }
 
+/// A payout-epoch share: a quote in `sat` for `work` units of work, in `epoch`.
+pub fn epoch_share(locking: LockingPubkey, work: u64, epoch: u64) -> CreateQuote {
+    CreateQuote {
+        unit: ehash::EPOCH_UNIT.to_owned(),
+        epoch,
+        ..share(locking, work)
+    }
+}
+
 /// Registers an externally created quote in the wallet with its NUT-20 key, as the hashpool
 /// wallet does after the signed lookup.
 pub async fn adopt_quote(wallet: &Wallet, create: &CreateQuote, secret: &SecretKey) {
@@ -272,7 +280,8 @@ pub async fn adopt_quote(wallet: &Wallet, create: &CreateQuote, secret: &SecretK
         create.quote_id.to_string(),
         wallet.mint_url.clone(),
         PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
-        Some(Amount::from(create.amount)),
+        // An epoch quote has no amount until its payout lands.
+        (create.unit == ehash::UNIT).then(|| Amount::from(create.amount)),
         wallet.unit.clone(),
         format!("ehash:{}", create.share_hash),
         create.created_at + 3600 * 24 * 365,

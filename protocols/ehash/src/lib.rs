@@ -28,7 +28,7 @@ pub use lookup::{
     LOOKUP_FRESHNESS_SECS,
 };
 pub use message::{
-    AcceptedShare, CreateQuote, EpochPayout, MessageError, QuoteMessage, Release, UpdateQuote,
+    AcceptedShare, CreateQuote, EpochRelease, MessageError, QuoteMessage, Release, UpdateQuote,
 };
 pub use policy::{split_payout, PayoutError, ReleasePolicy};
 pub use work::{
@@ -48,6 +48,11 @@ pub const STREAM_FIELD: &str = "msg";
 /// Cashu currency unit of ehash quotes and keysets: one `hash` is 2^12 expected hashes (see
 /// [`work`]).
 pub const UNIT: &str = "hash";
+
+/// Cashu currency unit of payout-epoch quotes: their amount is their share of a payout that
+/// landed in sats. (A create in this unit carries the share's work, in `hash` units, which the
+/// split is pro-rata to.)
+pub const EPOCH_UNIT: &str = "sat";
 
 /// What the unit means, for the mint's NUT-06 description.
 pub const UNIT_DESCRIPTION: &str = "Ecash for proof of work: one quote per accepted share. \

@@ -6,14 +6,17 @@
 //! {"v":1,"kind":"create","quote_id":"…","locking_pubkey":"02…","amount":64,"unit":"hash",
 //!  "share_hash":"…","channel_id":1,"job_id":7,"template_id":3,"epoch":102,"created_at":1764000000}
 //! {"v":1,"kind":"update","state":"PAID","quote_ids":["…"]}
-//! {"v":1,"kind":"update","state":"PAID","epoch":102,"payout":5000000000,"amounts":{"…":1250}}
+//! {"v":1,"kind":"update","state":"PAID","epoch":7,"payout":50000,"work":1048576,"quotes":4096,
+//!  "payment":"…"}
 //! ```
 //!
+//! An epoch update names its totals, not its quotes: an epoch can hold millions of shares. The
+//! mint, which stores every quote of the epoch with its work, splits the payout over them with
+//! [`crate::split_payout`] once it holds exactly `quotes` quotes adding up to `work`.
+//!
 //! Decoding checks the version first, then the shape, then the invariants (the quote id matches
-//! the share hash, amounts are positive, an epoch's amounts never exceed its payout), so the
-//! mint can dead-letter a bad message with a precise reason.
-
-use std::collections::BTreeMap;
+//! the share hash, amounts are positive, an epoch names some work and the payment that funds
+//! it), so the mint can dead-letter a bad message with a precise reason.
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -52,14 +55,10 @@ pub enum MessageError {
     EmptyUpdate,
     #[error("update must name either quote_ids or an epoch, not both")]
     AmbiguousUpdate,
-    #[error("epoch {epoch} update has no payout or amounts")]
+    #[error("epoch {epoch} update lacks its payout, work, quote count or payment")]
     IncompleteEpochUpdate { epoch: u64 },
-    #[error("epoch {epoch} amounts add up to {total}, more than its payout {payout}")]
-    OverIssuedEpoch {
-        epoch: u64,
-        total: u128,
-        payout: u64,
-    },
+    #[error("epoch {epoch} update names no work (quotes {quotes}, work {work})")]
+    EmptyEpoch { epoch: u64, quotes: u64, work: u64 },
     #[error("update state {0:?} is not supported; only \"PAID\" releases quotes")]
     UnsupportedState(String),
 }
@@ -154,16 +153,23 @@ pub struct UpdateQuote {
 pub enum Release {
     /// ehash policy: these quotes are PAID for the amount they were created with.
     Quotes(Vec<Uuid>),
-    /// payout-epoch policy: the epoch's quotes are PAID with these amounts.
-    Epoch(EpochPayout),
+    /// payout-epoch policy: the epoch's quotes are PAID their share of its payout.
+    Epoch(EpochRelease),
 }
 
-/// An epoch's payout split over its quotes (see [`crate::split_payout`]).
+/// A payout that landed for a closed epoch, and the totals the pool credited in it: the mint
+/// splits `payout` over the epoch's quotes pro-rata to their work once it holds all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EpochPayout {
+pub struct EpochRelease {
     pub epoch: u64,
+    /// What landed, in sats; the quotes' amounts add up to exactly this.
     pub payout: u64,
-    pub amounts: BTreeMap<Uuid, u64>,
+    /// The work the pool credited in the epoch, in units (the sum of its quotes' amounts).
+    pub total_work: u64,
+    /// How many quotes the pool created in the epoch.
+    pub quotes: u64,
+    /// The payment that funds it (a Lightning payment hash): one payment pays one epoch.
+    pub payment_id: String,
 }
 
 impl UpdateQuote {
@@ -173,9 +179,9 @@ impl UpdateQuote {
         }
     }
 
-    pub fn epoch_paid(payout: EpochPayout) -> Self {
+    pub fn epoch_paid(release: EpochRelease) -> Self {
         Self {
-            release: Release::Epoch(payout),
+            release: Release::Epoch(release),
         }
     }
 }
@@ -193,7 +199,11 @@ struct UpdateWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     payout: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    amounts: Option<BTreeMap<Uuid, u64>>,
+    work: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quotes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment: Option<String>,
 }
 
 impl From<&UpdateQuote> for UpdateWire {
@@ -203,14 +213,18 @@ impl From<&UpdateQuote> for UpdateWire {
             quote_ids: None,
             epoch: None,
             payout: None,
-            amounts: None,
+            work: None,
+            quotes: None,
+            payment: None,
         };
         match &update.release {
             Release::Quotes(ids) => wire.quote_ids = Some(ids.clone()),
             Release::Epoch(epoch) => {
                 wire.epoch = Some(epoch.epoch);
                 wire.payout = Some(epoch.payout);
-                wire.amounts = Some(epoch.amounts.clone());
+                wire.work = Some(epoch.total_work);
+                wire.quotes = Some(epoch.quotes);
+                wire.payment = Some(epoch.payment_id.clone());
             }
         }
         wire
@@ -220,36 +234,44 @@ impl From<&UpdateQuote> for UpdateWire {
 impl TryFrom<UpdateWire> for UpdateQuote {
     type Error = MessageError;
 
-    fn try_from(wire: UpdateWire) -> Result<Self, MessageError> {
+    fn try_from(mut wire: UpdateWire) -> Result<Self, MessageError> {
         if wire.state != STATE_PAID {
             return Err(MessageError::UnsupportedState(wire.state));
         }
-        let release = match (wire.quote_ids, wire.epoch) {
+        let release = match (wire.quote_ids.take(), wire.epoch) {
             (Some(_), Some(_)) => return Err(MessageError::AmbiguousUpdate),
             (None, None) => return Err(MessageError::EmptyUpdate),
             (Some(ids), None) if ids.is_empty() => return Err(MessageError::EmptyUpdate),
             (Some(ids), None) => Release::Quotes(ids),
-            (None, Some(epoch)) => {
-                let (Some(payout), Some(amounts)) = (wire.payout, wire.amounts) else {
-                    return Err(MessageError::IncompleteEpochUpdate { epoch });
-                };
-                let total: u128 = amounts.values().map(|&a| u128::from(a)).sum();
-                if total > u128::from(payout) {
-                    return Err(MessageError::OverIssuedEpoch {
-                        epoch,
-                        total,
-                        payout,
-                    });
-                }
-                Release::Epoch(EpochPayout {
-                    epoch,
-                    payout,
-                    amounts,
-                })
-            }
+            (None, Some(epoch)) => Release::Epoch(epoch_release(epoch, wire)?),
         };
         Ok(UpdateQuote { release })
     }
+}
+
+fn epoch_release(epoch: u64, wire: UpdateWire) -> Result<EpochRelease, MessageError> {
+    let (Some(payout), Some(work), Some(quotes), Some(payment_id)) =
+        (wire.payout, wire.work, wire.quotes, wire.payment)
+    else {
+        return Err(MessageError::IncompleteEpochUpdate { epoch });
+    };
+    if payment_id.is_empty() {
+        return Err(MessageError::IncompleteEpochUpdate { epoch });
+    }
+    if work == 0 || quotes == 0 {
+        return Err(MessageError::EmptyEpoch {
+            epoch,
+            quotes,
+            work,
+        });
+    }
+    Ok(EpochRelease {
+        epoch,
+        payout,
+        total_work: work,
+        quotes,
+        payment_id,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -370,14 +392,47 @@ mod tests {
         let ehash = QuoteMessage::Update(UpdateQuote::paid(ids));
         assert_eq!(QuoteMessage::from_json(&ehash.to_json()).unwrap(), ehash);
 
-        let epoch = QuoteMessage::Update(UpdateQuote::epoch_paid(EpochPayout {
-            epoch: 102,
-            payout: 1000,
-            amounts: [(Uuid::from_u128(1), 600), (Uuid::from_u128(2), 400)].into(),
+        let epoch = QuoteMessage::Update(UpdateQuote::epoch_paid(EpochRelease {
+            epoch: 7,
+            payout: 50_000,
+            total_work: 1 << 20,
+            quotes: 4096,
+            payment_id: "ab".repeat(32),
         }));
         let json = epoch.to_json();
         assert!(json.contains("\"state\":\"PAID\""));
+        assert!(json.contains("\"work\":1048576"));
         assert_eq!(QuoteMessage::from_json(&json).unwrap(), epoch);
+    }
+
+    #[test]
+    fn an_epoch_update_needs_its_totals_and_payment() {
+        let full = serde_json::json!({"v": 1, "kind": "update", "state": "PAID", "epoch": 7,
+            "payout": 50_000, "work": 8, "quotes": 3, "payment": "ab"});
+        assert!(reencode(full.clone()).is_ok());
+        for missing in ["payout", "work", "quotes", "payment"] {
+            let mut value = full.clone();
+            value.as_object_mut().unwrap().remove(missing);
+            assert!(
+                matches!(
+                    reencode(value),
+                    Err(MessageError::IncompleteEpochUpdate { epoch: 7 })
+                ),
+                "{missing}"
+            );
+        }
+        let mut no_work = full.clone();
+        no_work["work"] = 0.into();
+        assert!(matches!(
+            reencode(no_work),
+            Err(MessageError::EmptyEpoch { epoch: 7, .. })
+        ));
+        let mut no_payment = full;
+        no_payment["payment"] = "".into();
+        assert!(matches!(
+            reencode(no_payment),
+            Err(MessageError::IncompleteEpochUpdate { epoch: 7 })
+        ));
     }
 
     #[test]
@@ -479,11 +534,11 @@ mod tests {
             ),
             (
                 serde_json::json!({"v":1,"kind":"update","state":"PAID","epoch":4}),
-                "no payout",
+                "lacks its payout",
             ),
             (
-                serde_json::json!({"v":1,"kind":"update","state":"PAID","epoch":4,"payout":10,"amounts":{id.clone():11}}),
-                "more than its payout",
+                serde_json::json!({"v":1,"kind":"update","state":"PAID","epoch":4,"payout":10,"work":0,"quotes":0,"payment":"ab"}),
+                "names no work",
             ),
         ];
         for (value, reason) in cases {

@@ -19,6 +19,16 @@ pub enum ReleasePolicy {
     PayoutEpoch,
 }
 
+impl ReleasePolicy {
+    /// The unit of the quotes created under this policy.
+    pub fn quote_unit(self) -> &'static str {
+        match self {
+            ReleasePolicy::Ehash => crate::UNIT,
+            ReleasePolicy::PayoutEpoch => crate::EPOCH_UNIT,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PayoutError {
     #[error("the epoch has no work to pay")]
