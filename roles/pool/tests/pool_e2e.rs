@@ -30,6 +30,8 @@ mod group_channels;
 mod hostile_frames;
 #[path = "pool_e2e/oversize.rs"]
 mod oversize;
+#[path = "pool_e2e/payout_epoch.rs"]
+mod payout_epoch;
 #[path = "pool_e2e/stale_blocks.rs"]
 mod stale_blocks;
 #[path = "pool_e2e/version_rolling.rs"]
