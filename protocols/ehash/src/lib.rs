@@ -62,6 +62,13 @@ exactly, as every share target is a power of two.";
 /// Cashu payment method under which the mint serves ehash quotes (`/v1/mint/quote/ehash/...`).
 pub const PAYMENT_METHOD: &str = "ehash";
 
+/// Redis hash holding what the pool credited in a payout epoch on `quote_stream`: fields `work`
+/// (units) and `quotes`. The pool's publisher updates it in the same transaction that appends
+/// the epoch's creates, so it always matches exactly the creates on the stream.
+pub fn epoch_totals_key(quote_stream: &str, epoch: u64) -> String {
+    format!("{quote_stream}:epoch:{epoch}")
+}
+
 /// Stream where the mint parks messages it cannot process, with the reason.
 pub fn dead_letter_stream(quote_stream: &str) -> String {
     format!("{quote_stream}:dead")

@@ -279,6 +279,14 @@ impl Worker {
                 &[(ehash::STREAM_FIELD, message.to_json())],
             )
             .ignore();
+            if let QuoteMessage::Create(create) = message {
+                if create.unit == ehash::EPOCH_UNIT {
+                    // The epoch's totals change with its creates, in the same transaction.
+                    let totals = ehash::epoch_totals_key(&self.settings.stream, create.epoch);
+                    pipe.hincr(&totals, "work", create.amount).ignore();
+                    pipe.hincr(&totals, "quotes", 1).ignore();
+                }
+            }
         }
         pipe.set(&self.marker_key, sequence).ignore();
 

@@ -209,3 +209,77 @@ async fn overflow_is_counted_never_silent() {
         "every message is either journaled or counted lost"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epoch_totals_match_the_published_creates_through_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis_server = RedisServer::start().unwrap();
+    let url = redis_server.url();
+    let stream = "hashpool:quotes";
+    let (publisher, sender) =
+        QuotePublisher::start(settings(&url, stream, dir.path().join("journal"), 10_000)).unwrap();
+    let metrics = sender.metrics().clone();
+    let epoch_share = |epoch: u64, work: u64| {
+        sender.publish(QuoteMessage::Create(CreateQuote {
+            unit: ehash::EPOCH_UNIT.to_owned(),
+            epoch,
+            amount: work,
+            ..CreateQuote::for_share(AcceptedShare {
+                share_hash: ShareHash::from_byte_array(rand::random()),
+                locking_pubkey: KEY.parse().unwrap(),
+                credited_work: work,
+                channel_id: 1,
+                job_id: 2,
+                template_id: 3,
+                epoch,
+                accepted_at: 1_764_000_000,
+            })
+        }));
+    };
+    for work in 1..=40 {
+        epoch_share(5, work);
+    }
+    wait_for("the first creates published", async || {
+        metrics.published.load(Ordering::Relaxed) == 40
+    })
+    .await;
+    // Redis goes away with creates of both epochs in flight, and comes back.
+    redis_server.stop();
+    for work in 41..=60 {
+        epoch_share(5, work);
+        epoch_share(6, work);
+    }
+    wait_for("Redis seen down", async || {
+        !metrics.redis_up.load(Ordering::Relaxed)
+    })
+    .await;
+    redis_server.restart().unwrap();
+    wait_for("every create published", async || {
+        metrics.published.load(Ordering::Relaxed) == 80
+    })
+    .await;
+    publisher.shutdown(Duration::from_secs(1)).await;
+
+    let redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let totals = async |epoch: u64| -> HashMap<String, u64> {
+        redis
+            .clone()
+            .hgetall(ehash::epoch_totals_key(stream, epoch))
+            .await
+            .unwrap()
+    };
+    let (creates, _) = stream_contents(&url, stream).await;
+    assert_eq!(creates.len(), 80, "every create once");
+    for (epoch, works) in [(5, 1..=60u64), (6, 41..=60)] {
+        let expected: HashMap<String, u64> = [
+            ("work".to_owned(), works.clone().sum()),
+            ("quotes".to_owned(), works.count() as u64),
+        ]
+        .into();
+        assert_eq!(totals(epoch).await, expected, "epoch {epoch}");
+    }
+}
