@@ -26,6 +26,7 @@ pub struct PoolConfig {
     pub redis: RedisConfig,
     pub vardiff: VardiffConfig,
     pub difficulty: DifficultyConfig,
+    pub payout: PayoutConfig,
 }
 
 impl Default for PoolConfig {
@@ -40,6 +41,7 @@ impl Default for PoolConfig {
             redis: RedisConfig::default(),
             vardiff: VardiffConfig::default(),
             difficulty: DifficultyConfig::default(),
+            payout: PayoutConfig::default(),
         }
     }
 }
@@ -84,6 +86,9 @@ impl PoolConfig {
                 stream,
                 journal_path: data_dir.join("journal.jsonl"),
                 ..RedisConfig::default()
+            },
+            payout: PayoutConfig {
+                epochs_file: data_dir.join("epochs.json"),
             },
             // The least work the unit expresses: tests mine many shares in a debug build.
             difficulty: DifficultyConfig {
@@ -169,6 +174,22 @@ impl Default for RedisConfig {
             buffer_capacity: 1_000_000,
             journal_path: PathBuf::from(".data/pool/unsent-quotes.jsonl"),
             publisher_id: None,
+        }
+    }
+}
+
+/// Payout epochs (the `payout-epoch` release policy).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PayoutConfig {
+    /// The open epoch and the blocks that closed the others; kept across restarts.
+    pub epochs_file: PathBuf,
+}
+
+impl Default for PayoutConfig {
+    fn default() -> Self {
+        Self {
+            epochs_file: PathBuf::from(".data/pool/epochs.json"),
         }
     }
 }

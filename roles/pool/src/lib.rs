@@ -5,6 +5,8 @@ pub mod blocks;
 pub mod chain;
 pub mod config;
 pub mod downstream;
+mod durable;
+pub mod epochs;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -22,6 +22,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::durable::replace_durably;
+
 /// Messages appended per transaction.
 const MAX_BATCH: usize = 512;
 const RETRY_START: Duration = Duration::from_millis(100);
@@ -341,10 +343,7 @@ impl Worker {
             .iter()
             .map(|message| message.to_json() + "\n")
             .collect();
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| replace_durably(path, text.as_bytes()));
+        let written = replace_durably(path, text.as_bytes());
         match written {
             Ok(()) => {
                 self.metrics
@@ -379,17 +378,6 @@ fn coalesce<'a>(messages: impl Iterator<Item = &'a QuoteMessage>) -> Vec<QuoteMe
         out.push(message.clone());
     }
     out
-}
-
-/// Writes a temporary file and renames it over `path`: the journal is the old one or the new one,
-/// never half of each.
-fn replace_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
 }
 
 /// Reads the journal; its messages are published before any new one, and the file is removed

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ehash::ShareWork;
+use ehash::{ReleasePolicy, ShareWork};
 use hashpool_service::{accept_until_stopped, listen, ListenError, OnStop};
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use thiserror::Error;
@@ -17,6 +17,7 @@ use crate::blocks::BlockSubmitter;
 use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
 use crate::config::{AuthorityConfig, PoolConfig, RedisConfig};
 use crate::downstream::{Downstream, PoolContext};
+use crate::epochs::{EpochBook, EpochError};
 use crate::metrics::PoolMetrics;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
 
@@ -35,6 +36,8 @@ pub enum PoolError {
     Publisher(#[from] PublisherError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Epochs(#[from] EpochError),
     #[error("extranonce allocator: {0}")]
     Extranonce(String),
 }
@@ -65,7 +68,14 @@ impl Pool {
             .map_err(|error| PoolError::Extranonce(format!("{error:?}")))?;
         let metrics = Arc::new(PoolMetrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (blocks, submitter) = BlockSubmitter::start(rpc, metrics.clone(), shutdown_rx.clone());
+        let epochs = match config.release_policy {
+            ReleasePolicy::PayoutEpoch => {
+                Some(Arc::new(EpochBook::open(&config.payout.epochs_file)?))
+            }
+            ReleasePolicy::Ehash => None,
+        };
+        let (blocks, submitter) =
+            BlockSubmitter::start(rpc, metrics.clone(), epochs.clone(), shutdown_rx.clone());
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
             shares_per_minute: config.vardiff.shares_per_minute,
@@ -78,6 +88,7 @@ impl Pool {
             allocator: Mutex::new(allocator),
             next_channel_id: AtomicU32::new(1),
             blocks,
+            epochs,
         });
 
         let (listener, sv2_address) = listen(config.listen_address).await?;

@@ -53,6 +53,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::blocks::BlockSubmitter;
 use crate::chain::TemplateStore;
+use crate::epochs::EpochBook;
 use crate::metrics::PoolMetrics;
 use crate::noise::{FrameReader, FrameWriter, TransportError};
 use crate::publisher::QuoteSender;
@@ -94,6 +95,8 @@ pub struct PoolContext {
     pub allocator: Mutex<ExtranonceAllocator>,
     pub next_channel_id: AtomicU32,
     pub blocks: BlockSubmitter,
+    /// The payout epochs, under the payout-epoch policy.
+    pub epochs: Option<Arc<EpochBook>>,
 }
 
 /// Why a connection was closed by the pool.

@@ -155,7 +155,10 @@ impl Downstream {
                 channel_id,
                 job_id,
                 template_id: job.template_id,
-                epoch: job.height,
+                epoch: match &self.context.epochs {
+                    Some(epochs) => epochs.current(),
+                    None => job.height,
+                },
                 accepted_at: unix_now(),
             })
         };
