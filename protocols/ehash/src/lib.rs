@@ -16,6 +16,7 @@
 //! - the two release policies and the pro-rata split of an epoch payout ([`policy`]);
 //! - the message a wallet signs to list its quotes at the mint ([`lookup`]).
 
+pub mod callback;
 pub mod identity;
 pub mod lookup;
 pub mod message;
