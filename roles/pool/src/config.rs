@@ -89,6 +89,7 @@ impl PoolConfig {
             },
             payout: PayoutConfig {
                 epochs_file: data_dir.join("epochs.json"),
+                callback_secret_file: None,
             },
             // The least work the unit expresses: tests mine many shares in a debug build.
             difficulty: DifficultyConfig {
@@ -184,12 +185,16 @@ impl Default for RedisConfig {
 pub struct PayoutConfig {
     /// The open epoch and the blocks that closed the others; kept across restarts.
     pub epochs_file: PathBuf,
+    /// The secret payout callbacks are signed with (an owner-only file). Unset: no `/payout`
+    /// endpoint.
+    pub callback_secret_file: Option<PathBuf>,
 }
 
 impl Default for PayoutConfig {
     fn default() -> Self {
         Self {
             epochs_file: PathBuf::from(".data/pool/epochs.json"),
+            callback_secret_file: None,
         }
     }
 }

@@ -1,15 +1,20 @@
-//! `/metrics` (Prometheus text) and `/stats` (JSON) on the pool's HTTP address.
+//! `/metrics` (Prometheus text), `/stats` (JSON) and, when configured, `POST /payout` on the
+//! pool's HTTP address.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use ehash::callback;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::PoolMetrics;
+use crate::payout::PayoutDesk;
 use crate::publisher::PublisherMetrics;
 
 #[derive(Clone)]
@@ -22,14 +27,47 @@ pub async fn serve(
     listener: TcpListener,
     pool: Arc<PoolMetrics>,
     quotes: Arc<PublisherMetrics>,
+    payout: Option<Arc<PayoutDesk>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let registry = Arc::new(pool.registry(quotes.clone()));
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/stats", get(stats))
         .with_state(Counters { pool, quotes })
         .merge(hashpool_service::metrics::route(registry));
+    if let Some(desk) = payout {
+        app = app.merge(
+            Router::new()
+                .route("/payout", post(payout_callback))
+                .with_state(desk),
+        );
+    }
     hashpool_service::metrics::serve(listener, app, shutdown).await;
+}
+
+/// `POST /payout`: a signed payout notice (see `ehash::callback`).
+async fn payout_callback(
+    State(desk): State<Arc<PayoutDesk>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let result = desk
+        .release(
+            header(callback::TIMESTAMP_HEADER),
+            header(callback::SIGNATURE_HEADER),
+            &body,
+            hashpool_service::unix_now(),
+        )
+        .await;
+    match result {
+        Ok(released) => Json(released).into_response(),
+        Err(error) => {
+            tracing::warn!(code = error.code(), %error, "payout callback refused");
+            let body = serde_json::json!({"error": error.code(), "detail": error.to_string()});
+            (error.status(), Json(body)).into_response()
+        }
+    }
 }
 
 async fn stats(State(counters): State<Counters>) -> impl IntoResponse {

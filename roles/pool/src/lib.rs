@@ -11,6 +11,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod noise;
+pub mod payout;
 pub mod publisher;
 pub mod server;
 pub mod template;

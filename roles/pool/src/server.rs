@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ehash::{ReleasePolicy, ShareWork};
-use hashpool_service::{accept_until_stopped, listen, ListenError, OnStop};
+use hashpool_service::{
+    accept_until_stopped, listen, read_secret, ListenError, OnStop, SecretFileError,
+};
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +21,7 @@ use crate::config::{AuthorityConfig, PoolConfig, RedisConfig};
 use crate::downstream::{Downstream, PoolContext};
 use crate::epochs::{EpochBook, EpochError};
 use crate::metrics::PoolMetrics;
+use crate::payout::PayoutDesk;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
 
 /// Extranonce bytes in every coinbase: a 2-byte channel index, then 8 the miner rolls (what
@@ -38,6 +41,14 @@ pub enum PoolError {
     Listen(#[from] ListenError),
     #[error(transparent)]
     Epochs(#[from] EpochError),
+    #[error(transparent)]
+    CallbackSecret(#[from] SecretFileError),
+    #[error(
+        "payout.callback_secret_file {0} does not exist; create it (mode 0600) with the secret"
+    )]
+    NoCallbackSecret(std::path::PathBuf),
+    #[error("redis.url: {0}")]
+    RedisUrl(String),
     #[error("extranonce allocator: {0}")]
     Extranonce(String),
 }
@@ -91,6 +102,7 @@ impl Pool {
             epochs,
         });
 
+        let payout_desk = payout_desk(&config, &context)?;
         let (listener, sv2_address) = listen(config.listen_address).await?;
         let (http_listener, http_address) = listen(config.http_address).await?;
 
@@ -104,6 +116,7 @@ impl Pool {
             http_listener,
             metrics,
             context.quotes.metrics().clone(),
+            payout_desk,
             shutdown_rx,
         ));
         tracing::info!(%sv2_address, %http_address, "pool listening");
@@ -152,6 +165,27 @@ fn publisher_settings(redis: &RedisConfig) -> PublisherSettings {
         capacity: redis.buffer_capacity,
         journal_path: redis.journal_path.clone(),
     }
+}
+
+/// The payout callback's desk, when epochs are kept and a callback secret is configured.
+fn payout_desk(
+    config: &PoolConfig,
+    context: &PoolContext,
+) -> Result<Option<Arc<PayoutDesk>>, PoolError> {
+    let (Some(epochs), Some(path)) = (&context.epochs, &config.payout.callback_secret_file) else {
+        return Ok(None);
+    };
+    let secret = read_secret(path)?.ok_or_else(|| PoolError::NoCallbackSecret(path.clone()))?;
+    let redis = redis::Client::open(config.redis.url.as_str())
+        .map_err(|error| PoolError::RedisUrl(error.to_string()))?;
+    tracing::info!(address = %config.http_address, "payout callbacks accepted on POST /payout");
+    Ok(Some(Arc::new(PayoutDesk::new(
+        secret.into_bytes(),
+        epochs.clone(),
+        redis,
+        config.redis.stream.clone(),
+        context.quotes.metrics().clone(),
+    ))))
 }
 
 /// The configured minimum share, logged once: every target the pool sets is a power of two no

@@ -561,6 +561,33 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
     response
 }
 
+/// POSTs `body` with `headers`; the status and the JSON answer.
+async fn http_post(
+    address: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let payload = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, payload)| payload);
+    (status, serde_json::from_str(payload).unwrap_or_default())
+}
+
 #[test]
 fn the_test_key_is_valid() {
     assert!(ehash::LockingPubkey::from_str(KEY).is_ok());

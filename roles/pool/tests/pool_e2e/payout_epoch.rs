@@ -1,29 +1,35 @@
 //! Under the payout-epoch policy a share's quote is in `sat`, carries the open epoch and waits
 //! for that epoch's payout: the pool publishes its create, for exactly the share's work, adds it
-//! to the epoch's totals, and releases nothing. The pool's own block closes the epoch.
+//! to the epoch's totals, and releases nothing until a signed payout callback says the epoch's
+//! payout landed. The pool's own block closes the epoch.
 
 use std::collections::HashMap;
+use std::path::Path;
 
-use ehash::ReleasePolicy;
+use ehash::callback::{self, PayoutNotice};
+use ehash::{EpochRelease, ReleasePolicy};
 use hashpool_pool::epochs::EpochBook;
 use redis::AsyncCommands;
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pools_block_closes_the_epoch_its_shares_wait_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let epochs_file = dir.path().join("epochs.json");
-    let stack = Stack::start_configured("pool-payout-epoch", |config| {
+const SECRET: &str = "a payout callback secret";
+
+/// A pool under payout-epoch on one tip: its first share's block closed epoch 1, its second
+/// share waits in epoch 2. Returns the stack and the work of each share.
+async fn one_closed_epoch(test: &str, dir: &Path) -> (Stack, u64) {
+    let epochs_file = dir.join("epochs.json");
+    let secret_file = dir.join("payout-secret");
+    hashpool_service::create_secret(&secret_file, SECRET).unwrap();
+    let stack = Stack::start_configured(test, |config| {
         config.release_policy = ReleasePolicy::PayoutEpoch;
-        config.payout.epochs_file = epochs_file.clone();
+        config.payout.epochs_file = epochs_file;
+        config.payout.callback_secret_file = Some(secret_file);
         // One tip for the whole test: only the first share's block extends it.
         config.bitcoind.template_poll_ms = 600_000;
     })
     .await;
     let mut miner = Miner::open(&stack, KEY, 1.0).await;
-
-    // The first share is also a block (regtest): credited in epoch 1, which its block closes.
     let (reply, _) = miner.submit_valid_share().await;
     assert!(
         matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
@@ -31,7 +37,6 @@ async fn the_pools_block_closes_the_epoch_its_shares_wait_in() {
     );
     let metrics = stack.wait_for_block_submitted().await;
     assert_eq!(metrics.blocks_found.get(), 1);
-    // The next share waits in epoch 2.
     let (reply, _) = miner.submit_valid_share().await;
     assert!(
         matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
@@ -42,12 +47,42 @@ async fn the_pools_block_closes_the_epoch_its_shares_wait_in() {
         quotes.published.load(Ordering::Relaxed) == 2
     })
     .await;
+    let work = credited_work(miner.jobs.target().to_le_bytes());
+    (stack, work)
+}
+
+async fn forget_epochs(stack: &Stack, epochs: &[u64]) {
+    let mut redis = redis::Client::open(stack.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = epochs
+        .iter()
+        .flat_map(|&epoch| {
+            [
+                ehash::epoch_totals_key(&stack.stream, epoch),
+                format!("{}:epoch:{epoch}:paid-by", stack.stream),
+            ]
+        })
+        .collect();
+    let payments: Vec<String> = redis
+        .keys(format!("{}:payout-payment:*", stack.stream))
+        .await
+        .unwrap();
+    keys.extend(payments);
+    let _: () = redis.del(keys).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pools_block_closes_the_epoch_its_shares_wait_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, work) = one_closed_epoch("pool-payout-epoch", dir.path()).await;
 
     let messages = stack.stream_messages().await;
     let [QuoteMessage::Create(first), QuoteMessage::Create(second)] = messages.as_slice() else {
         panic!("two creates and no release: {messages:?}");
     };
-    let work = credited_work(miner.jobs.target().to_le_bytes());
     for (create, epoch) in [(first, 1), (second, 2)] {
         assert_eq!(create.unit, ehash::EPOCH_UNIT);
         assert_eq!(create.locking_pubkey.to_string(), KEY);
@@ -72,20 +107,85 @@ async fn the_pools_block_closes_the_epoch_its_shares_wait_in() {
             "epoch {epoch}"
         );
     }
-    let _: () = redis
-        .del(&[
-            ehash::epoch_totals_key(&stack.stream, 1),
-            ehash::epoch_totals_key(&stack.stream, 2),
-        ])
-        .await
-        .unwrap();
+    forget_epochs(&stack, &[1, 2]).await;
 
     // The book on disk: epoch 1 closed by the block bitcoind now has as its tip.
     stack.pool.shutdown().await;
-    let book = EpochBook::open(&epochs_file).unwrap();
+    let book = EpochBook::open(&dir.path().join("epochs.json")).unwrap();
     assert_eq!(book.current(), 2);
     let tip = stack.node.rpc().get_best_block_hash().unwrap();
     let closed = book.closed();
     assert_eq!(closed.len(), 1, "{closed:?}");
     assert_eq!((closed[0].epoch, closed[0].block_hash), (1, tip));
+}
+
+/// POSTs a payout notice signed with `secret` at `timestamp`.
+async fn post_payout(
+    stack: &Stack,
+    notice: &PayoutNotice,
+    secret: &str,
+    timestamp: u64,
+) -> (u16, serde_json::Value) {
+    let body = serde_json::to_string(notice).unwrap();
+    let signature = callback::sign(secret.as_bytes(), timestamp, body.as_bytes());
+    let headers = [
+        (callback::TIMESTAMP_HEADER, timestamp.to_string()),
+        (callback::SIGNATURE_HEADER, signature),
+    ];
+    http_post(stack.pool.http_address(), "/payout", &headers, &body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_payout_releases_its_closed_epoch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, work) = one_closed_epoch("pool-payout-callback", dir.path()).await;
+    let now = hashpool_service::unix_now();
+    let notice = |payment_id: &str, epoch: Option<u64>| PayoutNotice {
+        payment_id: payment_id.to_owned(),
+        amount_msat: 50_000_999,
+        epoch,
+    };
+    let refused = |(status, body): (u16, serde_json::Value)| (status, body["error"].clone());
+
+    // Refused, and nothing published: unsigned, wrong secret, too old, open or unknown epoch.
+    let body = serde_json::to_string(&notice("pay-1", Some(1))).unwrap();
+    let unsigned = http_post(stack.pool.http_address(), "/payout", &[], &body).await;
+    assert_eq!(refused(unsigned), (401, "unauthenticated".into()));
+    let forged = post_payout(&stack, &notice("pay-1", Some(1)), "guess", now).await;
+    assert_eq!(refused(forged), (401, "unauthenticated".into()));
+    let replayed_late = post_payout(&stack, &notice("pay-1", Some(1)), SECRET, now - 3600).await;
+    assert_eq!(refused(replayed_late), (401, "unauthenticated".into()));
+    let open = post_payout(&stack, &notice("pay-1", Some(2)), SECRET, now).await;
+    assert_eq!(refused(open), (409, "epoch-open".into()));
+    let unknown = post_payout(&stack, &notice("pay-1", Some(9)), SECRET, now).await;
+    assert_eq!(refused(unknown), (404, "unknown-epoch".into()));
+    assert_eq!(stack.stream_messages().await.len(), 2, "only the creates");
+
+    // The payout of epoch 1: one update naming its totals, in whole sats.
+    let (status, released) = post_payout(&stack, &notice("pay-1", None), SECRET, now).await;
+    assert_eq!(status, 200, "{released}");
+    assert_eq!(
+        released,
+        serde_json::json!({"epoch": 1, "payout": 50_000, "new": true})
+    );
+    let release = QuoteMessage::Update(UpdateQuote::epoch_paid(EpochRelease {
+        epoch: 1,
+        payout: 50_000,
+        total_work: work,
+        quotes: 1,
+        payment_id: "pay-1".to_owned(),
+    }));
+    assert_eq!(stack.stream_messages().await[2..], [release]);
+
+    // The same callback again changes nothing; another payment cannot pay epoch 1 again.
+    let (status, again) = post_payout(&stack, &notice("pay-1", Some(1)), SECRET, now).await;
+    assert_eq!((status, &again["new"]), (200, &serde_json::json!(false)));
+    let twice = post_payout(&stack, &notice("pay-2", Some(1)), SECRET, now).await;
+    assert_eq!(refused(twice), (409, "epoch-paid".into()));
+    let nothing = post_payout(&stack, &notice("pay-2", None), SECRET, now).await;
+    assert_eq!(refused(nothing), (409, "nothing-to-pay".into()));
+    assert_eq!(stack.stream_messages().await.len(), 3, "one release in all");
+
+    forget_epochs(&stack, &[1, 2]).await;
+    stack.pool.shutdown().await;
 }
