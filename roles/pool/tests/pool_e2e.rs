@@ -11,7 +11,7 @@ use ehash::{credited_work, QuoteMessage, Release, UpdateQuote};
 use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_pool::metrics::PoolMetrics;
 use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
+use hashpool_testkit::{post_json, regtest_address, unique_redis_prefix, wait_for, Bitcoind};
 use redis::AsyncCommands;
 use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::mining_sv2::OpenStandardMiningChannelSuccessOwned;
@@ -548,44 +548,9 @@ async fn mine(miner: &mut Miner, count: usize) -> u64 {
 }
 
 async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
+    hashpool_testkit::http_request(address, "GET", path, &[], "")
         .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
-
-/// POSTs `body` with `headers`; the status and the JSON answer.
-async fn http_post(
-    address: std::net::SocketAddr,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> (u16, serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let headers: String = headers
-        .iter()
-        .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .collect();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let payload = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, payload)| payload);
-    (status, serde_json::from_str(payload).unwrap_or_default())
+        .1
 }
 
 #[test]

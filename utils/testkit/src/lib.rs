@@ -3,11 +3,13 @@
 //! test's own for outage tests, each on ports no other test uses.
 
 mod bitcoind;
+mod http;
 mod process;
 mod redis_server;
 mod wait;
 
 pub use bitcoind::{regtest_address, Bitcoind, BitcoindError};
+pub use http::{http_request, post_json};
 pub use process::{workspace_binary, Process};
 pub use redis_server::{wait_until, RedisServer};
 pub use wait::{eventually, eventually_within, wait_for, wait_for_within, DEFAULT_DEADLINE};

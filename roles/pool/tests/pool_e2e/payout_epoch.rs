@@ -132,7 +132,7 @@ async fn post_payout(
         (callback::TIMESTAMP_HEADER, timestamp.to_string()),
         (callback::SIGNATURE_HEADER, signature),
     ];
-    http_post(stack.pool.http_address(), "/payout", &headers, &body).await
+    post_json(stack.pool.http_address(), "/payout", &headers, &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +149,7 @@ async fn a_signed_payout_releases_its_closed_epoch_once() {
 
     // Refused, and nothing published: unsigned, wrong secret, too old, open or unknown epoch.
     let body = serde_json::to_string(&notice("pay-1", Some(1))).unwrap();
-    let unsigned = http_post(stack.pool.http_address(), "/payout", &[], &body).await;
+    let unsigned = post_json(stack.pool.http_address(), "/payout", &[], &body).await;
     assert_eq!(refused(unsigned), (401, "unauthenticated".into()));
     let forged = post_payout(&stack, &notice("pay-1", Some(1)), "guess", now).await;
     assert_eq!(refused(forged), (401, "unauthenticated".into()));

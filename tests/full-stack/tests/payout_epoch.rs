@@ -1,0 +1,206 @@
+//! A payout epoch end to end, on the pool and the mint in-process with real Redis and the pinned
+//! bitcoind: a miner's shares wait in epoch 1 as `sat` quotes, the pool's block closes it, a
+//! signed payout callback releases it, the mint splits the payout over exactly the epoch's quotes
+//! by work, and the miner's wallet mints exactly the payout in sats. (The Lightning side, a
+//! BOLT12 payment firing the callback, is the next step of issue 15.)
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cdk::amount::SplitTarget;
+use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
+use cdk::wallet::WalletBuilder;
+use ehash::callback::{self, PayoutNotice};
+use ehash::ReleasePolicy;
+use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
+use hashpool_mint::{MintConfig, MintServer, QuoteBook};
+use hashpool_pool::{Pool, PoolConfig};
+use hashpool_testkit::{post_json, regtest_address, unique_redis_prefix, wait_for, Bitcoind};
+use redis::AsyncCommands;
+use stratum_apps::stratum_core::bitcoin::Target;
+use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+
+const SHARES: usize = 6;
+const SECRET: &str = "the operator's payout callback secret";
+const PAYOUT_MSAT: u64 = 31_250_000_777;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epochs_payout_is_minted_in_sats_exactly() {
+    let node = Bitcoind::start().unwrap();
+    node.mine(101).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = format!("{}quotes", unique_redis_prefix("full-stack-epoch"));
+    let secret_file = dir.path().join("payout-secret");
+    hashpool_service::create_secret(&secret_file, SECRET).unwrap();
+    let mut config = PoolConfig::ephemeral(
+        dir.path(),
+        node.rpc_url(),
+        node.cookie_file(),
+        regtest_address().to_string(),
+        stream.clone(),
+    );
+    config.release_policy = ReleasePolicy::PayoutEpoch;
+    config.payout.callback_secret_file = Some(secret_file);
+    // One tip: the first share's block closes epoch 1; later shares wait in epoch 2.
+    config.bitcoind.template_poll_ms = 600_000;
+    let pool = Pool::start(config).await.unwrap();
+    let mint = MintServer::start(MintConfig::ephemeral(dir.path(), stream.clone()))
+        .await
+        .unwrap();
+
+    let secret = SecretKey::generate();
+    let key = ehash::LockingPubkey::from_str(&secret.public_key().to_hex()).unwrap();
+    mine_shares(&pool, &key).await;
+    wait_for("epoch 1 closed by the pool's block", async || {
+        pool.metrics().blocks_found.get() == 1
+    })
+    .await;
+    let quotes_metrics = pool.quote_metrics().clone();
+    wait_for("every create published", async || {
+        quotes_metrics.buffered() == 0
+    })
+    .await;
+
+    // The payout lands: the callback releases epoch 1.
+    let body = serde_json::to_string(&PayoutNotice {
+        payment_id: "bolt12-payment-1".to_owned(),
+        amount_msat: PAYOUT_MSAT,
+        epoch: Some(1),
+    })
+    .unwrap();
+    let now = hashpool_service::unix_now();
+    let signature = callback::sign(SECRET.as_bytes(), now, body.as_bytes());
+    let (status, answer) = post_json(
+        pool.http_address(),
+        "/payout",
+        &[
+            (callback::TIMESTAMP_HEADER, now.to_string()),
+            (callback::SIGNATURE_HEADER, signature),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let payout = PAYOUT_MSAT / 1000;
+
+    // The mint pays exactly epoch 1's quotes, adding up to the payout.
+    let epoch_one: HashMap<String, u64> = redis_connection()
+        .await
+        .hgetall(ehash::epoch_totals_key(&stream, 1))
+        .await
+        .unwrap();
+    let epoch_one_quotes = epoch_one["quotes"];
+    assert!(epoch_one_quotes >= 1, "{epoch_one:?}");
+    wait_for("the mint pays epoch 1", async || {
+        mint.metrics().quotes_paid.get() == epoch_one_quotes
+    })
+    .await;
+    let quotes = QuoteBook::new(mint.mint().clone())
+        .quotes_for_key(&key)
+        .await
+        .unwrap();
+    assert_eq!(quotes.len() as u64, pool.metrics().shares_accepted.get());
+    let paid: Vec<_> = quotes
+        .iter()
+        .filter(|quote| quote.state() == MintQuoteState::Paid)
+        .collect();
+    assert_eq!(paid.len() as u64, epoch_one_quotes);
+    let paid_total: u64 = paid.iter().map(|quote| quote.amount_paid().value()).sum();
+    assert_eq!(
+        paid_total, payout,
+        "the epoch's quotes add up to the payout"
+    );
+
+    // The miner mints exactly the payout in sats.
+    let wallet = WalletBuilder::new()
+        .mint_url(mint.url().parse().unwrap())
+        .unit(CurrencyUnit::Sat)
+        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await.unwrap()))
+        .seed(rand::random::<[[u8; 32]; 2]>().concat().try_into().unwrap())
+        .without_rate_limiting()
+        .build()
+        .unwrap();
+    for quote in &paid {
+        wallet
+            .localstore
+            .add_mint_quote(cdk::wallet::MintQuote::new(
+                quote.id.to_string(),
+                wallet.mint_url.clone(),
+                PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
+                None,
+                wallet.unit.clone(),
+                quote.request.clone(),
+                quote.expiry,
+                Some(secret.clone()),
+            ))
+            .await
+            .unwrap();
+        wallet
+            .mint(&quote.id.to_string(), SplitTarget::default(), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(u64::from(wallet.total_balance().await.unwrap()), payout);
+
+    mint.shutdown().await;
+    pool.shutdown().await;
+}
+
+/// Submits [`SHARES`] shares, one at a time, until each is answered.
+async fn mine_shares(pool: &Pool, key: &ehash::LockingPubkey) {
+    let mut miner = PoolConnection::connect(
+        &pool.sv2_address().to_string(),
+        Some(PoolConfig::default().authority.public_key),
+    )
+    .await
+    .unwrap();
+    miner
+        .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
+        .await
+        .unwrap();
+    let opened = miner
+        .open_standard(1, &format!("{key}.rig"), 0.01)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut jobs = JobTracker::new(
+        opened.channel_id,
+        Target::from_le_bytes(opened.target.to_array()),
+    );
+    let mut sequence = 0;
+    while (sequence as usize) < SHARES {
+        let Some(work) = jobs.work().cloned() else {
+            if let AnyMessageOwned::Mining(message) = miner.recv().await.unwrap() {
+                jobs.on_message(&message);
+            }
+            continue;
+        };
+        let nonce = work.search(rand::random(), u32::MAX).unwrap();
+        miner
+            .send_mining(MiningOwned::SubmitSharesStandard(
+                work.share(sequence, nonce),
+            ))
+            .await
+            .unwrap();
+        sequence += 1;
+        loop {
+            let AnyMessageOwned::Mining(message) = miner.recv().await.unwrap() else {
+                continue;
+            };
+            if let MiningOwned::SubmitSharesSuccess(_) | MiningOwned::SubmitSharesError(_) = message
+            {
+                break;
+            }
+            jobs.on_message(&message);
+        }
+    }
+}
+
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
