@@ -32,17 +32,54 @@ pub use lookup::{QuotePages, Waiting};
 pub use minting::{BatchDone, MintOptions, MintReport};
 pub use recovery::{PendingRecovery, Recovery};
 
-/// The miner's wallet at one mint, for unit `hash`.
+/// Which of the mint's two units a wallet holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WalletUnit {
+    /// ehash: quotes PAID for their share's work as soon as the pool validates it.
+    #[default]
+    Hash,
+    /// Payout epochs: quotes PAID their share of a payout that landed, in sats.
+    Sat,
+}
+
+impl WalletUnit {
+    /// The unit's name, as the mint and the quote messages spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WalletUnit::Hash => ehash::UNIT,
+            WalletUnit::Sat => ehash::EPOCH_UNIT,
+        }
+    }
+
+    pub fn cdk(self) -> CurrencyUnit {
+        match self {
+            WalletUnit::Hash => CurrencyUnit::custom(ehash::UNIT),
+            WalletUnit::Sat => CurrencyUnit::Sat,
+        }
+    }
+}
+
+/// The miner's wallet at one mint, for one unit (`hash` by default).
 pub struct MinerWallet {
     pub(crate) wallet: Wallet,
+    pub(crate) unit: WalletUnit,
     pub(crate) keys: WalletKeys,
     pub(crate) mint_url: MintUrl,
     pub(crate) http: HttpClient,
 }
 
 impl MinerWallet {
-    /// Opens the wallet in `dir` (see [`WalletKeys::create`] to make one).
+    /// Opens the `hash` wallet in `dir` (see [`WalletKeys::create`] to make one).
     pub async fn open(dir: &WalletDir, mint_url: &str) -> Result<Self, WalletError> {
+        Self::open_in(dir, mint_url, WalletUnit::Hash).await
+    }
+
+    /// Opens the wallet in `dir` for `unit`. Both units share the mnemonic and the store.
+    pub async fn open_in(
+        dir: &WalletDir,
+        mint_url: &str,
+        unit: WalletUnit,
+    ) -> Result<Self, WalletError> {
         let keys = WalletKeys::load(dir)?;
         let mint_url: MintUrl =
             mint_url
@@ -56,7 +93,7 @@ impl MinerWallet {
             .map_err(|error| WalletError::Store(error.to_string()))?;
         let wallet = WalletBuilder::new()
             .mint_url(mint_url.clone())
-            .unit(CurrencyUnit::custom(ehash::UNIT))
+            .unit(unit.cdk())
             .localstore(Arc::new(store))
             .seed(keys.seed)
             // cdk paces requests per host (a burst, then about one a second), which suits a
@@ -67,6 +104,7 @@ impl MinerWallet {
             .build()?;
         Ok(Self {
             wallet,
+            unit,
             keys,
             mint_url,
             http: HttpClient::new(),
@@ -85,12 +123,16 @@ impl MinerWallet {
         &self.wallet
     }
 
-    /// Unspent ecash, in hash.
+    pub fn unit(&self) -> WalletUnit {
+        self.unit
+    }
+
+    /// Unspent ecash, in the wallet's unit.
     pub async fn balance(&self) -> Result<u64, WalletError> {
         Ok(u64::from(self.wallet.total_balance().await?))
     }
 
-    /// A V4 token (`cashuB...`) for `amount` hash, taken out of this wallet.
+    /// A V4 token (`cashuB...`) for `amount` of the wallet's unit, taken out of this wallet.
     pub async fn send(&self, amount: u64) -> Result<String, WalletError> {
         let balance = self.balance().await?;
         if balance < amount {

@@ -5,7 +5,8 @@ use ehash::{lookup_message, QuoteLookupRequest, QuoteLookupResponse, QuoteState,
 
 use crate::{MinerWallet, WalletError};
 
-/// Reads a key's quotes one page at a time (each page a fresh signed lookup).
+/// Reads a key's quotes in the wallet's unit one page at a time (each page a fresh signed
+/// lookup).
 pub struct QuotePages<'a> {
     wallet: &'a MinerWallet,
     after: Option<String>,
@@ -21,7 +22,15 @@ impl QuotePages<'_> {
         let answer = self.wallet.lookup_page(self.after.take()).await?;
         self.after = answer.next;
         self.done = self.after.is_none();
-        Ok(Some(answer.quotes))
+        // The lookup lists the key's quotes in both units; this wallet holds one.
+        let unit = self.wallet.unit.name();
+        Ok(Some(
+            answer
+                .quotes
+                .into_iter()
+                .filter(|quote| quote.unit == unit)
+                .collect(),
+        ))
     }
 }
 

@@ -5,9 +5,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hashpool_wallet::{
     BatchDone, MinerWallet, MintOptions, MintReport, Waiting, WalletDir, WalletError, WalletKeys,
+    WalletUnit,
 };
 
-/// The hashpool miner's wallet: your locking key, your quotes, your ecash (unit: hash).
+/// The hashpool miner's wallet: your locking key, your quotes, your ecash (`hash`, or `sat` from
+/// payout epochs).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -21,6 +23,16 @@ struct Args {
         default_value = "http://127.0.0.1:3338"
     )]
     mint: String,
+    /// Which ecash: `hash` (ehash, minted as shares are validated) or `sat` (payout epochs,
+    /// minted when an epoch's payout lands).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        env = "HASHPOOL_WALLET_UNIT"
+    )]
+    unit: WalletUnit,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +63,7 @@ enum Command {
     },
     /// Unspent ecash.
     Balance,
-    /// Take AMOUNT hash out as a cashu token (V4) to give to someone.
+    /// Take AMOUNT (of --unit) out as a cashu token (V4) to give to someone.
     Send { amount: u64 },
     /// Take a cashu token into this wallet.
     Receive { token: String },
@@ -106,22 +118,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Pubkey => println!("{}", WalletKeys::load(&dir)?.pubkey()),
         Command::Quotes { json } => {
-            let wallet = open(&dir, &args.mint).await?;
+            let wallet = open(&dir, &args.mint, args.unit).await?;
             let waiting = list_quotes(&wallet, json).await?;
-            explain_waiting(waiting);
+            explain_waiting(waiting, args.unit);
             explain_pending(&wallet).await?;
         }
-        Command::Mint { batches } => mint(&open(&dir, &args.mint).await?, &batches).await?,
-        Command::Balance => balance(&open(&dir, &args.mint).await?).await?,
+        Command::Mint { batches } => {
+            mint(&open(&dir, &args.mint, args.unit).await?, &batches).await?
+        }
+        Command::Balance => balance(&open(&dir, &args.mint, args.unit).await?).await?,
         Command::Send { amount } => {
-            let wallet = open(&dir, &args.mint).await?;
+            let wallet = open(&dir, &args.mint, args.unit).await?;
             println!("{}", wallet.send(amount).await?);
         }
         Command::Receive { token } => {
-            let wallet = open(&dir, &args.mint).await?;
+            let wallet = open(&dir, &args.mint, args.unit).await?;
             let amount = wallet.receive(&token).await?;
+            let unit = args.unit.name();
             println!(
-                "received {amount} hash; balance {} hash",
+                "received {amount} {unit}; balance {} {unit}",
                 wallet.balance().await?
             );
         }
@@ -131,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
             batches,
         } => {
             let _log = hashpool_service::init_logging("wallet", &log_dir)?;
-            let wallet = open(&dir, &args.mint).await?;
+            let wallet = open(&dir, &args.mint, args.unit).await?;
             let interval = Duration::from_secs(interval.max(1));
             watch(&wallet, interval, batches.options()).await;
         }
@@ -169,10 +184,10 @@ async fn init(
         dir.mnemonic_file().display()
     );
     if phrase.is_some() {
-        let wallet = open(dir, mint_url).await?;
+        let wallet = open(dir, mint_url, WalletUnit::Hash).await?;
         let restored = wallet.restore().await?;
         let minted = wallet
-            .mint_paid_with(MintOptions::default(), print_progress)
+            .mint_paid_with(MintOptions::default(), print_progress(WalletUnit::Hash))
             .await?;
         eprintln!(
             "restored {restored} hash of ecash; minted {} hash from {} waiting quotes",
@@ -187,11 +202,12 @@ async fn init(
 /// `wallet mint`: every PAID quote, after finishing what an earlier run left unresolved.
 async fn mint(wallet: &MinerWallet, batches: &BatchArgs) -> anyhow::Result<()> {
     let report = wallet
-        .mint_paid_with(batches.options(), print_progress)
+        .mint_paid_with(batches.options(), print_progress(wallet.unit()))
         .await?;
     explain_recovery(&report);
+    let unit = wallet.unit().name();
     println!(
-        "minted {} hash from {} quotes; {} quotes not yet PAID; balance {} hash",
+        "minted {} {unit} from {} quotes; {} quotes not yet PAID; balance {} {unit}",
         report.amount,
         report.quotes,
         report.unpaid,
@@ -202,27 +218,30 @@ async fn mint(wallet: &MinerWallet, batches: &BatchArgs) -> anyhow::Result<()> {
 
 /// `wallet balance`: the one figure on stdout; what is waiting or mid-recovery on stderr.
 async fn balance(wallet: &MinerWallet) -> anyhow::Result<()> {
-    println!("{} hash", wallet.balance().await?);
+    println!("{} {}", wallet.balance().await?, wallet.unit().name());
     match wallet.waiting().await {
-        Ok(waiting) => explain_waiting(waiting),
+        Ok(waiting) => explain_waiting(waiting, wallet.unit()),
         Err(error) => eprintln!("(cannot ask the mint what is waiting: {error})"),
     }
     explain_pending(wallet).await?;
     Ok(())
 }
 
-async fn open(dir: &WalletDir, mint: &str) -> anyhow::Result<MinerWallet> {
-    MinerWallet::open(dir, mint)
+async fn open(dir: &WalletDir, mint: &str, unit: WalletUnit) -> anyhow::Result<MinerWallet> {
+    MinerWallet::open_in(dir, mint, unit)
         .await
         .with_context(|| format!("opening the wallet in {}", dir.path().display()))
 }
 
 /// One line per minted batch, on stderr (stdout carries the final report).
-fn print_progress(batch: &BatchDone) {
-    eprintln!(
-        "minted a batch of {} quotes: {} hash ({} quotes, {} hash so far)",
-        batch.quotes, batch.amount, batch.total_quotes, batch.total_amount
-    );
+fn print_progress(unit: WalletUnit) -> impl Fn(&BatchDone) {
+    let unit = unit.name();
+    move |batch| {
+        eprintln!(
+            "minted a batch of {} quotes: {} {unit} ({} quotes, {} {unit} so far)",
+            batch.quotes, batch.amount, batch.total_quotes, batch.total_amount
+        )
+    }
 }
 
 fn explain_recovery(report: &MintReport) {
@@ -284,10 +303,13 @@ async fn list_quotes(wallet: &MinerWallet, json: bool) -> anyhow::Result<Waiting
 }
 
 /// What is waiting at the mint, on stderr.
-fn explain_waiting(waiting: Waiting) {
+fn explain_waiting(waiting: Waiting, unit: WalletUnit) {
     eprintln!(
-        "waiting: {} PAID quotes ({} hash) not yet minted; {} quotes not yet PAID",
-        waiting.paid_quotes, waiting.paid_amount, waiting.unpaid_quotes
+        "waiting: {} PAID quotes ({} {}) not yet minted; {} quotes not yet PAID",
+        waiting.paid_quotes,
+        waiting.paid_amount,
+        unit.name(),
+        waiting.unpaid_quotes
     );
 }
 

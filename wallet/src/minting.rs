@@ -13,7 +13,7 @@ use ehash::{QuoteState, QuoteSummary};
 
 use crate::batch::{plan, BatchLimits};
 use crate::recovery::Recovery;
-use crate::{MinerWallet, WalletError};
+use crate::{MinerWallet, WalletError, WalletUnit};
 
 /// What a `mint` pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -193,7 +193,8 @@ impl MinerWallet {
                 quote.quote.clone(),
                 self.mint_url.clone(),
                 PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
-                Some(Amount::from(quote.amount)),
+                // A payout-epoch quote has no amount of its own, only what its payout paid.
+                (self.unit == WalletUnit::Hash).then(|| Amount::from(quote.amount)),
                 self.wallet.unit.clone(),
                 String::new(),
                 0,

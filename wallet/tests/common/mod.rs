@@ -14,7 +14,9 @@ use std::time::Duration;
 use bitcoin::hashes::Hash;
 use cdk::cdk_database::{MintQuotesDatabase, WalletDatabase};
 use cdk::nuts::State;
-use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
+use ehash::{
+    AcceptedShare, CreateQuote, EpochRelease, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote,
+};
 use hashpool_testkit::{free_port, wait_for_within, workspace_binary, Process};
 use tempfile::TempDir;
 
@@ -173,6 +175,47 @@ claim_idle_ms = 300
             let () = pipe.query_async(&mut self.redis).await.unwrap();
         }
         amounts.iter().sum()
+    }
+
+    /// The pool's part under payout epochs: a `sat` create per work in `epoch`, then the
+    /// epoch's release of `payout` sats naming its totals.
+    pub async fn pay_epoch(&mut self, epoch: u64, works: &[u64], payout: u64) {
+        let mut pipe = redis::pipe();
+        for &work in works {
+            let create = CreateQuote {
+                unit: ehash::EPOCH_UNIT.to_owned(),
+                ..CreateQuote::for_share(AcceptedShare {
+                    share_hash: ShareHash::from_byte_array(rand::random()),
+                    locking_pubkey: self.locking,
+                    credited_work: work,
+                    channel_id: 1,
+                    job_id: 1,
+                    template_id: 1,
+                    epoch,
+                    accepted_at: 1_764_000_000,
+                })
+            };
+            pipe.xadd(
+                &self.stream,
+                "*",
+                &[(ehash::STREAM_FIELD, QuoteMessage::Create(create).to_json())],
+            )
+            .ignore();
+        }
+        let release = UpdateQuote::epoch_paid(EpochRelease {
+            epoch,
+            payout,
+            total_work: works.iter().sum(),
+            quotes: works.len() as u64,
+            payment_id: format!("payment-{epoch}"),
+        });
+        pipe.xadd(
+            &self.stream,
+            "*",
+            &[(ehash::STREAM_FIELD, QuoteMessage::Update(release).to_json())],
+        )
+        .ignore();
+        let () = pipe.query_async(&mut self.redis).await.unwrap();
     }
 
     /// Waits until the mint has consumed and acknowledged every entry of the stream.
