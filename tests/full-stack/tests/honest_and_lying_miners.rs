@@ -11,7 +11,11 @@ use std::sync::Arc;
 use hashpool_mining_device::device::{run_device_reconnecting, DeviceConfig, DeviceStats};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, wait_for_within, Bitcoind};
+use hashpool_testkit::{wait_for, wait_for_within};
+
+mod common;
+
+use common::Regtest;
 
 const HONEST: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
 const LIAR: &str = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
@@ -26,17 +30,8 @@ const HONEST_HASHES: u64 = 1 << 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
-    let node = Bitcoind::start().unwrap();
-    node.mine(101).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let stream = format!("{}quotes", unique_redis_prefix("honest-liar"));
-    let mut config = PoolConfig::ephemeral(
-        dir.path(),
-        node.rpc_url(),
-        node.cookie_file(),
-        regtest_address().to_string(),
-        stream.clone(),
-    );
+    let chain = Regtest::start("honest-liar");
+    let mut config = chain.pool_config();
     config.difficulty.minimum = Some(
         ehash::ShareWork::from_log2(MINIMUM_LOG2)
             .unwrap()
@@ -48,9 +43,12 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
     // tip: the blocks after the first are stale candidates the pool does not submit.
     config.bitcoind.template_poll_ms = 600_000;
     let pool = Pool::start(config).await.unwrap();
-    let mint = MintServer::start(MintConfig::ephemeral(dir.path(), stream))
-        .await
-        .unwrap();
+    let mint = MintServer::start(MintConfig::ephemeral(
+        chain.dir.path(),
+        chain.stream.clone(),
+    ))
+    .await
+    .unwrap();
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let device = |identity: &str, nominal_hashrate: f32| {

@@ -13,13 +13,14 @@ use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
 use cdk::wallet::WalletBuilder;
 use ehash::callback::{self, PayoutNotice};
 use ehash::ReleasePolicy;
-use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
-use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{post_json, regtest_address, unique_redis_prefix, wait_for, Bitcoind};
+use hashpool_pool::Pool;
+use hashpool_testkit::{post_json, wait_for};
 use redis::AsyncCommands;
-use stratum_apps::stratum_core::bitcoin::Target;
-use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+
+mod common;
+
+use common::{mine_shares, Regtest};
 
 const SHARES: usize = 6;
 const SECRET: &str = "the operator's payout callback secret";
@@ -27,31 +28,23 @@ const PAYOUT_MSAT: u64 = 31_250_000_777;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_epochs_payout_is_minted_in_sats_exactly() {
-    let node = Bitcoind::start().unwrap();
-    node.mine(101).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let stream = format!("{}quotes", unique_redis_prefix("full-stack-epoch"));
-    let secret_file = dir.path().join("payout-secret");
+    let chain = Regtest::start("full-stack-epoch");
+    let stream = chain.stream.clone();
+    let secret_file = chain.dir.path().join("payout-secret");
     hashpool_service::create_secret(&secret_file, SECRET).unwrap();
-    let mut config = PoolConfig::ephemeral(
-        dir.path(),
-        node.rpc_url(),
-        node.cookie_file(),
-        regtest_address().to_string(),
-        stream.clone(),
-    );
+    let mut config = chain.pool_config();
     config.release_policy = ReleasePolicy::PayoutEpoch;
     config.payout.callback_secret_file = Some(secret_file);
     // One tip: the first share's block closes epoch 1; later shares wait in epoch 2.
     config.bitcoind.template_poll_ms = 600_000;
     let pool = Pool::start(config).await.unwrap();
-    let mint = MintServer::start(MintConfig::ephemeral(dir.path(), stream.clone()))
+    let mint = MintServer::start(MintConfig::ephemeral(chain.dir.path(), stream.clone()))
         .await
         .unwrap();
 
     let secret = SecretKey::generate();
     let key = ehash::LockingPubkey::from_str(&secret.public_key().to_hex()).unwrap();
-    mine_shares(&pool, &key).await;
+    mine_shares(&pool, &key, SHARES).await;
     wait_for("epoch 1 closed by the pool's block", async || {
         pool.metrics().blocks_found.get() == 1
     })
@@ -145,56 +138,6 @@ async fn an_epochs_payout_is_minted_in_sats_exactly() {
 
     mint.shutdown().await;
     pool.shutdown().await;
-}
-
-/// Submits [`SHARES`] shares, one at a time, until each is answered.
-async fn mine_shares(pool: &Pool, key: &ehash::LockingPubkey) {
-    let mut miner = PoolConnection::connect(
-        &pool.sv2_address().to_string(),
-        Some(PoolConfig::default().authority.public_key),
-    )
-    .await
-    .unwrap();
-    miner
-        .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
-        .await
-        .unwrap();
-    let opened = miner
-        .open_standard(1, &format!("{key}.rig"), 0.01)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut jobs = JobTracker::new(
-        opened.channel_id,
-        Target::from_le_bytes(opened.target.to_array()),
-    );
-    let mut sequence = 0;
-    while (sequence as usize) < SHARES {
-        let Some(work) = jobs.work().cloned() else {
-            if let AnyMessageOwned::Mining(message) = miner.recv().await.unwrap() {
-                jobs.on_message(&message);
-            }
-            continue;
-        };
-        let nonce = work.search(rand::random(), u32::MAX).unwrap();
-        miner
-            .send_mining(MiningOwned::SubmitSharesStandard(
-                work.share(sequence, nonce),
-            ))
-            .await
-            .unwrap();
-        sequence += 1;
-        loop {
-            let AnyMessageOwned::Mining(message) = miner.recv().await.unwrap() else {
-                continue;
-            };
-            if let MiningOwned::SubmitSharesSuccess(_) | MiningOwned::SubmitSharesError(_) = message
-            {
-                break;
-            }
-            jobs.on_message(&message);
-        }
-    }
 }
 
 async fn redis_connection() -> redis::aio::MultiplexedConnection {

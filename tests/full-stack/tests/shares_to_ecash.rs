@@ -9,89 +9,31 @@ use cdk::amount::SplitTarget;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
 use cdk::wallet::WalletBuilder;
 use cdk::Amount;
-use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
-use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{regtest_address, unique_redis_prefix, wait_for, Bitcoind};
-use stratum_apps::stratum_core::bitcoin::Target;
-use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+use hashpool_pool::Pool;
+use hashpool_testkit::wait_for;
+
+mod common;
+
+use common::{mine_shares, Regtest};
 
 const SHARES: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallet_mints_exactly_the_credited_work_of_accepted_shares() {
-    let node = Bitcoind::start().unwrap();
-    node.mine(101).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let stream = format!("{}quotes", unique_redis_prefix("full-stack"));
-
-    let pool = Pool::start(PoolConfig::ephemeral(
-        dir.path(),
-        node.rpc_url(),
-        node.cookie_file(),
-        regtest_address().to_string(),
-        stream.clone(),
+    let chain = Regtest::start("full-stack");
+    let pool = Pool::start(chain.pool_config()).await.unwrap();
+    let mint = MintServer::start(MintConfig::ephemeral(
+        chain.dir.path(),
+        chain.stream.clone(),
     ))
     .await
     .unwrap();
-    let mint = MintServer::start(MintConfig::ephemeral(dir.path(), stream))
-        .await
-        .unwrap();
 
     // The miner's wallet key is its channel identity.
     let secret = SecretKey::generate();
     let key = ehash::LockingPubkey::from_str(&secret.public_key().to_hex()).unwrap();
-    let mut miner = PoolConnection::connect(
-        &pool.sv2_address().to_string(),
-        Some(PoolConfig::default().authority.public_key),
-    )
-    .await
-    .unwrap();
-    miner
-        .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
-        .await
-        .unwrap();
-    let opened = miner
-        .open_standard(1, &format!("{key}.rig"), 0.01)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut jobs = JobTracker::new(
-        opened.channel_id,
-        Target::from_le_bytes(opened.target.to_array()),
-    );
-    let mut sequence = 0;
-    let mut answered = 0;
-    while answered < SHARES {
-        let Some(work) = jobs.work().cloned() else {
-            let AnyMessageOwned::Mining(message) = miner.recv().await.unwrap() else {
-                continue;
-            };
-            jobs.on_message(&message);
-            continue;
-        };
-        let nonce = work.search(rand::random(), u32::MAX).unwrap();
-        miner
-            .send_mining(MiningOwned::SubmitSharesStandard(
-                work.share(sequence, nonce),
-            ))
-            .await
-            .unwrap();
-        sequence += 1;
-        loop {
-            let AnyMessageOwned::Mining(message) = miner.recv().await.unwrap() else {
-                continue;
-            };
-            if matches!(
-                message,
-                MiningOwned::SubmitSharesSuccess(_) | MiningOwned::SubmitSharesError(_)
-            ) {
-                answered += 1;
-                break;
-            }
-            jobs.on_message(&message);
-        }
-    }
+    mine_shares(&pool, &key, SHARES).await;
 
     let accepted = pool.metrics().shares_accepted.get();
     let credited = pool.metrics().work_credited.get();
