@@ -6,11 +6,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use cdk::amount::SplitTarget;
-use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::WalletBuilder;
+use cdk::nuts::{CurrencyUnit, MintQuoteState, SecretKey};
 use ehash::callback::{self, PayoutNotice};
 use ehash::ReleasePolicy;
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
@@ -20,7 +17,7 @@ use redis::AsyncCommands;
 
 mod common;
 
-use common::{mine_shares, Regtest};
+use common::{mine_shares, wallet_minting, Regtest};
 
 const SHARES: usize = 6;
 const SECRET: &str = "the operator's payout callback secret";
@@ -106,34 +103,7 @@ async fn an_epochs_payout_is_minted_in_sats_exactly() {
     );
 
     // The miner mints exactly the payout in sats.
-    let wallet = WalletBuilder::new()
-        .mint_url(mint.url().parse().unwrap())
-        .unit(CurrencyUnit::Sat)
-        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await.unwrap()))
-        .seed(rand::random::<[[u8; 32]; 2]>().concat().try_into().unwrap())
-        .without_rate_limiting()
-        .build()
-        .unwrap();
-    for quote in &paid {
-        wallet
-            .localstore
-            .add_mint_quote(cdk::wallet::MintQuote::new(
-                quote.id.to_string(),
-                wallet.mint_url.clone(),
-                PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
-                None,
-                wallet.unit.clone(),
-                quote.request.clone(),
-                quote.expiry,
-                Some(secret.clone()),
-            ))
-            .await
-            .unwrap();
-        wallet
-            .mint(&quote.id.to_string(), SplitTarget::default(), None)
-            .await
-            .unwrap();
-    }
+    let wallet = wallet_minting(&mint.url(), CurrencyUnit::Sat, &paid, &secret).await;
     assert_eq!(u64::from(wallet.total_balance().await.unwrap()), payout);
 
     mint.shutdown().await;

@@ -3,19 +3,15 @@
 //! the work the pool credited for the shares it accepted, one quote per share.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
-use cdk::amount::SplitTarget;
-use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::WalletBuilder;
-use cdk::Amount;
+use cdk::nuts::{CurrencyUnit, MintQuoteState, SecretKey};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::Pool;
 use hashpool_testkit::wait_for;
 
 mod common;
 
-use common::{mine_shares, Regtest};
+use common::{mine_shares, wallet_minting, Regtest};
 
 const SHARES: usize = 20;
 
@@ -53,35 +49,14 @@ async fn wallet_mints_exactly_the_credited_work_of_accepted_shares() {
         .iter()
         .all(|quote| quote.state() == MintQuoteState::Paid));
 
-    let wallet = WalletBuilder::new()
-        .mint_url(mint.url().parse().unwrap())
-        .unit(CurrencyUnit::custom(ehash::UNIT))
-        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await.unwrap()))
-        .seed(rand::random::<[[u8; 32]; 2]>().concat().try_into().unwrap())
-        .without_rate_limiting()
-        .build()
-        .unwrap();
-    for quote in &quotes {
-        let amount = quote.amount.as_ref().unwrap().value();
-        wallet
-            .localstore
-            .add_mint_quote(cdk::wallet::MintQuote::new(
-                quote.id.to_string(),
-                wallet.mint_url.clone(),
-                PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
-                Some(Amount::from(amount)),
-                wallet.unit.clone(),
-                quote.request.clone(),
-                quote.expiry,
-                Some(secret.clone()),
-            ))
-            .await
-            .unwrap();
-        wallet
-            .mint(&quote.id.to_string(), SplitTarget::default(), None)
-            .await
-            .unwrap();
-    }
+    let quotes: Vec<_> = quotes.iter().collect();
+    let wallet = wallet_minting(
+        &mint.url(),
+        CurrencyUnit::custom(ehash::UNIT),
+        &quotes,
+        &secret,
+    )
+    .await;
     assert_eq!(
         u64::from(wallet.total_balance().await.unwrap()),
         credited,

@@ -97,3 +97,52 @@ pub async fn mine_shares(pool: &Pool, key: &ehash::LockingPubkey, count: usize) 
     }
     accepted
 }
+
+/// A cdk wallet on the mint at `mint_url` for `unit` that adopted `quotes` with their NUT-20
+/// key and minted each of them.
+pub async fn wallet_minting(
+    mint_url: &str,
+    unit: cdk::nuts::CurrencyUnit,
+    quotes: &[&cdk::mint::MintQuote],
+    secret: &cdk::nuts::SecretKey,
+) -> cdk::wallet::Wallet {
+    let wallet = cdk::wallet::WalletBuilder::new()
+        .mint_url(mint_url.parse().unwrap())
+        .unit(unit)
+        .localstore(std::sync::Arc::new(
+            cdk_sqlite::wallet::memory::empty().await.unwrap(),
+        ))
+        .seed(rand::random::<[[u8; 32]; 2]>().concat().try_into().unwrap())
+        .without_rate_limiting()
+        .build()
+        .unwrap();
+    for quote in quotes {
+        let amount = quote
+            .amount
+            .as_ref()
+            .map(|amount| cdk::Amount::from(amount.value()));
+        wallet
+            .localstore
+            .add_mint_quote(cdk::wallet::MintQuote::new(
+                quote.id.to_string(),
+                wallet.mint_url.clone(),
+                cdk::nuts::PaymentMethod::Custom(ehash::PAYMENT_METHOD.into()),
+                amount,
+                wallet.unit.clone(),
+                quote.request.clone(),
+                quote.expiry,
+                Some(secret.clone()),
+            ))
+            .await
+            .unwrap();
+        wallet
+            .mint(
+                &quote.id.to_string(),
+                cdk::amount::SplitTarget::default(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    wallet
+}
