@@ -23,11 +23,34 @@ use crate::quotes::{Created, QuoteBook, QuoteBookError};
 
 /// How long an update may wait for its create before it is dead-lettered.
 const UPDATE_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
 /// How often entries left pending by a failed attempt are tried again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 /// Pause after a Redis error before the next attempt, doubling up to the cap.
 const REDIS_BACKOFF_START: Duration = Duration::from_millis(100);
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// When the consumer does what, between rounds.
+struct Schedule {
+    /// Whether the consumer group is known to exist (Redis may lose it).
+    group_ready: bool,
+    /// Our own pending entries (what this consumer read before a crash or restart) are read
+    /// first, once.
+    read_own_pending_done: bool,
+    next_claim: Instant,
+    next_retry: Instant,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            group_ready: false,
+            read_own_pending_done: false,
+            next_claim: Instant::now(),
+            next_retry: Instant::now(),
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ConsumerError {
@@ -114,38 +137,9 @@ impl QuoteConsumer {
             "consuming quote messages"
         );
         let mut backoff = REDIS_BACKOFF_START;
-        let mut group_ready = false;
-        // Our own pending entries first: what this consumer read before a crash or restart.
-        let mut read_own_pending = true;
-        let mut next_claim = Instant::now();
-        let mut next_retry = Instant::now();
-
+        let mut schedule = Schedule::default();
         while !*shutdown.borrow() {
-            let step = async {
-                if !group_ready {
-                    self.ensure_group().await?;
-                    group_ready = true;
-                }
-                if Instant::now() >= next_claim {
-                    self.claim_abandoned().await?;
-                    self.measure_lag().await?;
-                    next_claim = Instant::now()
-                        + Duration::from_millis(self.config.claim_idle_ms / 2).max(RETRY_INTERVAL);
-                }
-                if read_own_pending || (!self.waiting.is_empty() && Instant::now() >= next_retry) {
-                    let entries = self.read("0", None).await?;
-                    self.process(entries).await?;
-                    read_own_pending = false;
-                    next_retry = Instant::now() + RETRY_INTERVAL;
-                }
-                let block = if self.waiting.is_empty() {
-                    self.config.block_ms
-                } else {
-                    (RETRY_INTERVAL.as_millis() as u64).min(self.config.block_ms)
-                };
-                let entries = self.read(">", Some(block)).await?;
-                self.process(entries).await
-            };
+            let step = self.step(&mut schedule);
             let result = tokio::select! {
                 result = step => result,
                 _ = shutdown.changed() => break,
@@ -156,7 +150,7 @@ impl QuoteConsumer {
                     self.metrics.redis_errors.inc();
                     tracing::warn!(%error, retry_in = ?backoff, "Redis error while consuming");
                     if error.code() == Some("NOGROUP") {
-                        group_ready = false;
+                        schedule.group_ready = false;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -167,6 +161,35 @@ impl QuoteConsumer {
             }
         }
         tracing::info!(consumer = %self.consumer_name, "quote consumer stopped");
+    }
+
+    /// One round: the group made, abandoned entries claimed when due, our own pending entries
+    /// (first, or when some wait for a retry), then whatever is new.
+    async fn step(&mut self, schedule: &mut Schedule) -> redis::RedisResult<()> {
+        if !schedule.group_ready {
+            self.ensure_group().await?;
+            schedule.group_ready = true;
+        }
+        if Instant::now() >= schedule.next_claim {
+            self.claim_abandoned().await?;
+            self.measure_lag().await?;
+            schedule.next_claim = Instant::now()
+                + Duration::from_millis(self.config.claim_idle_ms / 2).max(RETRY_INTERVAL);
+        }
+        let retry_due = !self.waiting.is_empty() && Instant::now() >= schedule.next_retry;
+        if !schedule.read_own_pending_done || retry_due {
+            let entries = self.read("0", None).await?;
+            self.process(entries).await?;
+            schedule.read_own_pending_done = true;
+            schedule.next_retry = Instant::now() + RETRY_INTERVAL;
+        }
+        let block = if self.waiting.is_empty() {
+            self.config.block_ms
+        } else {
+            (RETRY_INTERVAL.as_millis() as u64).min(self.config.block_ms)
+        };
+        let entries = self.read(">", Some(block)).await?;
+        self.process(entries).await
     }
 
     async fn ensure_group(&mut self) -> redis::RedisResult<()> {
