@@ -135,8 +135,15 @@ async fn ehash_mint_builder(
             Arc::new(backend::EhashPayments),
         )
         .await?;
-    // Payout-epoch quotes: the same stream-fed method, in sats, each quote PAID its share of a
-    // payout that landed.
+    add_sat_unit(builder, method).await
+}
+
+/// Payout-epoch quotes: the same stream-fed method, in sats, each quote PAID its share of a
+/// payout that landed.
+async fn add_sat_unit(
+    mut builder: MintBuilder,
+    method: PaymentMethod,
+) -> Result<MintBuilder, MintError> {
     builder.configure_unit(
         CurrencyUnit::Sat,
         UnitConfig {

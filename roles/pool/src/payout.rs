@@ -149,55 +149,80 @@ impl PayoutDesk {
         if self.publisher.buffered() > 0 {
             return Err(PayoutError::StillPublishing);
         }
-        let totals_key = ehash::epoch_totals_key(&self.stream, epoch);
-        let totals: std::collections::HashMap<String, u64> = redis.hgetall(&totals_key).await?;
-        let (work, quotes) = (
+        let release = self
+            .epoch_release(&mut redis, epoch, payout, notice.payment_id)
+            .await?;
+        self.append(&mut redis, release).await
+    }
+
+    /// The release of `epoch` for `payout`, with the totals its creates added up to.
+    async fn epoch_release(
+        &self,
+        redis: &mut redis::aio::MultiplexedConnection,
+        epoch: u64,
+        payout: u64,
+        payment_id: String,
+    ) -> Result<EpochRelease, PayoutError> {
+        let totals: std::collections::HashMap<String, u64> = redis
+            .hgetall(ehash::epoch_totals_key(&self.stream, epoch))
+            .await?;
+        let (total_work, quotes) = (
             totals.get("work").copied().unwrap_or(0),
             totals.get("quotes").copied().unwrap_or(0),
         );
-        if work == 0 || quotes == 0 {
+        if total_work == 0 || quotes == 0 {
             return Err(PayoutError::EmptyEpoch(epoch));
         }
-        let update = QuoteMessage::Update(UpdateQuote::epoch_paid(EpochRelease {
+        Ok(EpochRelease {
             epoch,
             payout,
-            total_work: work,
+            total_work,
             quotes,
-            payment_id: notice.payment_id.clone(),
-        }));
+            payment_id,
+        })
+    }
+
+    /// Appends `release` to the stream unless its payment or its epoch was used already, or its
+    /// totals changed since they were read: all in one script.
+    async fn append(
+        &self,
+        redis: &mut redis::aio::MultiplexedConnection,
+        release: EpochRelease,
+    ) -> Result<Released, PayoutError> {
+        let (epoch, payout, work, quotes) = (
+            release.epoch,
+            release.payout,
+            release.total_work,
+            release.quotes,
+        );
+        let payment_id = release.payment_id.clone();
+        let update = QuoteMessage::Update(UpdateQuote::epoch_paid(release));
         // A callback is rare: EVAL with the script's text, no script cache to manage.
         let outcome: Vec<String> = redis::cmd("EVAL")
             .arg(RELEASE_SCRIPT)
             .arg(4)
-            .arg(self.payment_key(&notice.payment_id))
+            .arg(self.payment_key(&payment_id))
             .arg(self.paid_by_key(epoch))
-            .arg(&totals_key)
+            .arg(ehash::epoch_totals_key(&self.stream, epoch))
             .arg(&self.stream)
-            .arg(&notice.payment_id)
+            .arg(&payment_id)
             .arg(epoch)
             .arg(work)
             .arg(quotes)
             .arg(ehash::STREAM_FIELD)
             .arg(update.to_json())
-            .query_async(&mut redis)
+            .query_async(redis)
             .await?;
         let detail = outcome.get(1).cloned().unwrap_or_default();
+        let released = |new| Released { epoch, payout, new };
         match outcome.first().map(String::as_str) {
             Some("released") => {
-                tracing::info!(epoch, payout, work, quotes, payment_id = %notice.payment_id, "payout epoch released");
-                Ok(Released {
-                    epoch,
-                    payout,
-                    new: true,
-                })
+                tracing::info!(epoch, payout, work, quotes, %payment_id, "payout epoch released");
+                Ok(released(true))
             }
-            Some("payment-used") if detail == epoch.to_string() => Ok(Released {
-                epoch,
-                payout,
-                new: false,
-            }),
+            Some("payment-used") if detail == epoch.to_string() => Ok(released(false)),
             Some("payment-used") => Err(PayoutError::PaymentUsed {
-                payment_id: notice.payment_id,
+                payment_id,
                 epoch: detail,
             }),
             Some("epoch-paid") => Err(PayoutError::EpochPaid { epoch, by: detail }),

@@ -79,12 +79,7 @@ impl Pool {
             .map_err(|error| PoolError::Extranonce(format!("{error:?}")))?;
         let metrics = Arc::new(PoolMetrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let epochs = match config.release_policy {
-            ReleasePolicy::PayoutEpoch => {
-                Some(Arc::new(EpochBook::open(&config.payout.epochs_file)?))
-            }
-            ReleasePolicy::Ehash => None,
-        };
+        let epochs = epoch_book(&config)?;
         let (blocks, submitter) =
             BlockSubmitter::start(rpc, metrics.clone(), epochs.clone(), shutdown_rx.clone());
         let context = Arc::new(PoolContext {
@@ -164,6 +159,16 @@ fn publisher_settings(redis: &RedisConfig) -> PublisherSettings {
         pool_id: redis.publisher_id.clone().unwrap_or_else(default_pool_id),
         capacity: redis.buffer_capacity,
         journal_path: redis.journal_path.clone(),
+    }
+}
+
+/// The payout epochs, kept under the payout-epoch policy only.
+fn epoch_book(config: &PoolConfig) -> Result<Option<Arc<EpochBook>>, EpochError> {
+    match config.release_policy {
+        ReleasePolicy::PayoutEpoch => {
+            Ok(Some(Arc::new(EpochBook::open(&config.payout.epochs_file)?)))
+        }
+        ReleasePolicy::Ehash => Ok(None),
     }
 }
 
