@@ -14,7 +14,7 @@ use bitcoin::hashes::Hash;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::Wallet;
 use cdk::Amount;
-use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ShareHash};
+use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ReleasePolicy, ShareHash};
 use hashpool_mint::config::ConsumerConfig;
 use hashpool_mint::{MintConfig, MintServer};
 use hashpool_testkit::{eventually, wait_for};
@@ -252,24 +252,27 @@ pub fn miner_key() -> (SecretKey, LockingPubkey) {
 }
 
 pub fn share(locking: LockingPubkey, amount: u64) -> CreateQuote {
-    CreateQuote::for_share(AcceptedShare {
-        share_hash: ShareHash::from_byte_array(rand::random()),
-        locking_pubkey: locking,
-        credited_work: amount,
-        channel_id: 1,
-        job_id: 1,
-        template_id: 1,
-        epoch: 102,
-        accepted_at: 1_764_000_000,
-    })
+    CreateQuote::for_share(accepted_share(locking, amount, 102))
 }
 
 /// A payout-epoch share: a quote in `sat` for `work` units of work, in `epoch`.
 pub fn epoch_share(locking: LockingPubkey, work: u64, epoch: u64) -> CreateQuote {
-    CreateQuote {
-        unit: ehash::EPOCH_UNIT.to_owned(),
+    CreateQuote::for_share_under(
+        ReleasePolicy::PayoutEpoch,
+        accepted_share(locking, work, epoch),
+    )
+}
+
+fn accepted_share(locking: LockingPubkey, work: u64, epoch: u64) -> AcceptedShare {
+    AcceptedShare {
+        share_hash: ShareHash::from_byte_array(rand::random()),
+        locking_pubkey: locking,
+        credited_work: work,
+        channel_id: 1,
+        job_id: 1,
+        template_id: 1,
         epoch,
-        ..share(locking, work)
+        accepted_at: 1_764_000_000,
     }
 }
 

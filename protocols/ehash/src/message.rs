@@ -23,6 +23,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::identity::LockingPubkey;
+use crate::policy::ReleasePolicy;
 use crate::work::{quote_id_for_share, ShareHash};
 
 /// The message version this crate writes and reads.
@@ -105,13 +106,19 @@ pub struct AcceptedShare {
 }
 
 impl CreateQuote {
-    /// The create message of an accepted share; its quote id is derived from the share hash.
+    /// The create message of a share accepted under the ehash policy (unit `hash`); its quote
+    /// id is derived from the share hash.
     pub fn for_share(share: AcceptedShare) -> Self {
+        Self::for_share_under(ReleasePolicy::Ehash, share)
+    }
+
+    /// The create message of a share accepted under `policy`, in the policy's unit.
+    pub fn for_share_under(policy: ReleasePolicy, share: AcceptedShare) -> Self {
         Self {
             quote_id: quote_id_for_share(&share.share_hash),
             locking_pubkey: share.locking_pubkey,
             amount: share.credited_work,
-            unit: crate::UNIT.to_owned(),
+            unit: policy.quote_unit().to_owned(),
             share_hash: share.share_hash,
             channel_id: share.channel_id,
             job_id: share.job_id,
@@ -346,8 +353,8 @@ mod tests {
 
     const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
-    fn create() -> CreateQuote {
-        CreateQuote::for_share(AcceptedShare {
+    fn accepted() -> AcceptedShare {
+        AcceptedShare {
             share_hash: ShareHash::from_byte_array([7; 32]),
             locking_pubkey: LockingPubkey::from_str(KEY).unwrap(),
             credited_work: 64,
@@ -356,7 +363,11 @@ mod tests {
             template_id: 5,
             epoch: 102,
             accepted_at: 1_764_000_000,
-        })
+        }
+    }
+
+    fn create() -> CreateQuote {
+        CreateQuote::for_share(accepted())
     }
 
     fn reencode(value: serde_json::Value) -> Result<QuoteMessage, MessageError> {
@@ -368,6 +379,22 @@ mod tests {
         let message = QuoteMessage::Create(create());
         let json = message.to_json();
         assert_eq!(QuoteMessage::from_json(&json).unwrap(), message);
+    }
+
+    #[test]
+    fn a_policy_gives_its_quotes_its_unit() {
+        let share = |policy| CreateQuote::for_share_under(policy, accepted());
+        assert_eq!(share(ReleasePolicy::Ehash), create());
+        let epoch = share(ReleasePolicy::PayoutEpoch);
+        assert_eq!(epoch.unit, crate::EPOCH_UNIT);
+        assert_eq!(
+            CreateQuote {
+                unit: crate::UNIT.to_owned(),
+                ..epoch
+            },
+            create(),
+            "only the unit differs"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::Hash;
-use ehash::{AcceptedShare, CreateQuote, QuoteMessage, Release, ShareHash, UpdateQuote};
+use ehash::{
+    AcceptedShare, CreateQuote, QuoteMessage, Release, ReleasePolicy, ShareHash, UpdateQuote,
+};
 use hashpool_pool::publisher::{PublisherSettings, QuotePublisher, QuoteSender};
 use hashpool_testkit::{free_port, unique_redis_prefix, wait_for, RedisServer};
 use redis::AsyncCommands;
@@ -25,17 +27,22 @@ fn settings(url: &str, stream: &str, journal: PathBuf, capacity: usize) -> Publi
     }
 }
 
-fn accepted_share(sender: &QuoteSender) -> Uuid {
-    let create = CreateQuote::for_share(AcceptedShare {
+/// A share of `work` in `epoch`, as the pool accepts it.
+fn share(work: u64, epoch: u64) -> AcceptedShare {
+    AcceptedShare {
         share_hash: ShareHash::from_byte_array(rand::random()),
         locking_pubkey: KEY.parse().unwrap(),
-        credited_work: 8,
+        credited_work: work,
         channel_id: 1,
         job_id: 2,
         template_id: 3,
-        epoch: 102,
+        epoch,
         accepted_at: 1_764_000_000,
-    });
+    }
+}
+
+fn accepted_share(sender: &QuoteSender) -> Uuid {
+    let create = CreateQuote::for_share(share(8, 102));
     let id = create.quote_id;
     sender.publish(QuoteMessage::Create(create));
     sender.publish(QuoteMessage::Update(UpdateQuote::paid(vec![id])));
@@ -220,21 +227,10 @@ async fn epoch_totals_match_the_published_creates_through_an_outage() {
         QuotePublisher::start(settings(&url, stream, dir.path().join("journal"), 10_000)).unwrap();
     let metrics = sender.metrics().clone();
     let epoch_share = |epoch: u64, work: u64| {
-        sender.publish(QuoteMessage::Create(CreateQuote {
-            unit: ehash::EPOCH_UNIT.to_owned(),
-            epoch,
-            amount: work,
-            ..CreateQuote::for_share(AcceptedShare {
-                share_hash: ShareHash::from_byte_array(rand::random()),
-                locking_pubkey: KEY.parse().unwrap(),
-                credited_work: work,
-                channel_id: 1,
-                job_id: 2,
-                template_id: 3,
-                epoch,
-                accepted_at: 1_764_000_000,
-            })
-        }));
+        sender.publish(QuoteMessage::Create(CreateQuote::for_share_under(
+            ReleasePolicy::PayoutEpoch,
+            share(work, epoch),
+        )));
     };
     for work in 1..=40 {
         epoch_share(5, work);

@@ -145,10 +145,9 @@ impl Downstream {
     /// work of the job's target, and counts it.
     fn credit(&self, channel_id: u32, job_id: u32, job: JobInfo, share_hash: [u8; 32]) {
         let locking_key = self.channels[&channel_id].identity.locking_key();
-        let create = CreateQuote {
-            // ehash quotes are in `hash`; payout-epoch quotes in `sat`, for their payout share.
-            unit: self.context.release_policy.quote_unit().to_owned(),
-            ..CreateQuote::for_share(AcceptedShare {
+        let create = CreateQuote::for_share_under(
+            self.context.release_policy,
+            AcceptedShare {
                 share_hash: BlockHash::from_byte_array(share_hash),
                 locking_pubkey: locking_key,
                 credited_work: job.credited_work,
@@ -160,8 +159,8 @@ impl Downstream {
                     None => job.height,
                 },
                 accepted_at: unix_now(),
-            })
-        };
+            },
+        );
         tracing::debug!(
             channel_id,
             quote_id = %create.quote_id,
