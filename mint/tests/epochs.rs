@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use cdk::amount::SplitTarget;
 use cdk::nuts::CurrencyUnit;
-use ehash::{EpochRelease, QuoteMessage, UpdateQuote};
+use ehash::{CreateQuote, EpochRelease, LockingPubkey, QuoteMessage, UpdateQuote};
 use hashpool_testkit::wait_for;
 use uuid::Uuid;
 
@@ -23,13 +23,16 @@ fn release(epoch: u64, payout: u64, total_work: u64, quotes: u64) -> QuoteMessag
     }))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_epoch_payout_is_split_by_work_and_minted_in_sats() {
-    let mut harness = Harness::start("mint-epoch-split").await;
-    let (secret, locking) = miner_key();
-    let creates: Vec<_> = [1, 2, 5]
-        .into_iter()
-        .map(|work| epoch_share(locking, work, 7))
+/// The pool's creates of an epoch, one per work, stored UNPAID in `sat` by the mint.
+async fn stored_epoch_quotes(
+    harness: &mut Harness,
+    locking: LockingPubkey,
+    epoch: u64,
+    works: &[u64],
+) -> Vec<CreateQuote> {
+    let creates: Vec<_> = works
+        .iter()
+        .map(|&work| epoch_share(locking, work, epoch))
         .collect();
     for create in &creates {
         harness.push(&QuoteMessage::Create(create.clone())).await;
@@ -38,6 +41,14 @@ async fn an_epoch_payout_is_split_by_work_and_minted_in_sats() {
         let body = harness.wait_for_state(create.quote_id, "UNPAID").await;
         assert_eq!(body["unit"], "sat", "{body}");
     }
+    creates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epoch_payout_is_split_by_work_and_minted_in_sats() {
+    let mut harness = Harness::start("mint-epoch-split").await;
+    let (secret, locking) = miner_key();
+    let creates = stored_epoch_quotes(&mut harness, locking, 7, &[1, 2, 5]).await;
     // Delivered twice, as a redelivery would: the second pays nothing more.
     harness.push(&release(7, 1000, 8, 3)).await;
     harness.push(&release(7, 1000, 8, 3)).await;
@@ -108,16 +119,7 @@ async fn an_epoch_update_before_its_last_create_waits_for_it() {
 async fn an_epoch_update_naming_less_than_the_store_holds_pays_nothing() {
     let mut harness = Harness::start("mint-epoch-mismatch").await;
     let (_, locking) = miner_key();
-    let creates: Vec<_> = [1, 2, 5]
-        .into_iter()
-        .map(|work| epoch_share(locking, work, 11))
-        .collect();
-    for create in &creates {
-        harness.push(&QuoteMessage::Create(create.clone())).await;
-    }
-    for create in &creates {
-        harness.wait_for_state(create.quote_id, "UNPAID").await;
-    }
+    let creates = stored_epoch_quotes(&mut harness, locking, 11, &[1, 2, 5]).await;
     harness.push(&release(11, 1000, 3, 2)).await;
     let metrics = harness.server().metrics().clone();
     wait_for("the update dead-lettered", async || {

@@ -16,6 +16,16 @@ use common::{assert_settled, share_amounts, wait_for_output, wallet_side, Cuttin
 /// Enough quotes for several batches at the mint's advertised size.
 const QUOTES: usize = 1500;
 
+/// `wallet mint` as an older wallet that ignored the mint's advertised size: 1000 quotes is
+/// over the mint's 256 KiB body limit.
+const OVERSIZED_MINT: [&str; 5] = [
+    "mint",
+    "--batch-size",
+    "1000",
+    "--max-request-bytes",
+    "100000000",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mint_killed_mid_batch_then_the_next_mint_recovers_exactly() {
     let mut stack = Stack::start("wallet-mint-killed").await;
@@ -106,15 +116,8 @@ async fn a_batch_refused_as_too_large_is_split_and_nothing_stays_reserved() {
     eprintln!("{QUOTES} quotes applied in {:.1?}", started.elapsed());
     let started = Instant::now();
 
-    // A wallet that ignores the mint's advertised size, as an older one did: 1000 quotes is over
-    // the mint's 256 KiB body limit.
-    let output = stack.wallet(&[
-        "mint",
-        "--batch-size",
-        "1000",
-        "--max-request-bytes",
-        "100000000",
-    ]);
+    // A wallet that ignores the mint's advertised size, as an older one did.
+    let output = stack.wallet(&OVERSIZED_MINT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("wallet mint in {:.1?}:\n{stderr}", started.elapsed());
     assert!(output.status.success(), "{stderr}");
@@ -144,18 +147,7 @@ async fn a_stuck_oversized_batch_whose_answer_was_lost_is_released_and_minted() 
     let proxy = CuttingProxy::start(&stack.mint_url).await;
 
     proxy.cut_over.store(200 * 1024, Ordering::SeqCst);
-    let output = stack
-        .wallet_via(
-            &proxy.url,
-            &[
-                "mint",
-                "--batch-size",
-                "1000",
-                "--max-request-bytes",
-                "100000000",
-            ],
-        )
-        .await;
+    let output = stack.wallet_via(&proxy.url, &OVERSIZED_MINT).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("cannot reach the mint"), "{stderr}");
