@@ -22,7 +22,7 @@ const KEY_INDEX_NAMESPACE: &str = "ehash_quotes_by_key";
 
 /// KV namespace of the index from payout epoch to its quotes and their work, what an epoch's
 /// payout is split over.
-const EPOCH_INDEX_NAMESPACE: &str = "ehash_quotes_by_epoch";
+pub const EPOCH_INDEX_NAMESPACE: &str = "ehash_quotes_by_epoch";
 
 /// Quotes are never refused for age (the pool created them for real work); wallets hide quotes
 /// whose expiry has passed, so set it far out.
@@ -57,6 +57,8 @@ pub enum QuoteBookError {
         quotes: u64,
         work: u64,
     },
+    #[error("epoch {epoch}'s index entry {entry:?} is not a quote id with its work")]
+    CorruptEpochIndex { epoch: u64, entry: String },
     #[error("epoch {epoch}'s payout cannot be split: {source}")]
     Split {
         epoch: u64,
@@ -77,6 +79,7 @@ impl QuoteBookError {
             self,
             QuoteBookError::WrongUnit { .. }
                 | QuoteBookError::EpochMismatch { .. }
+                | QuoteBookError::CorruptEpochIndex { .. }
                 | QuoteBookError::Split { .. }
         )
     }
@@ -272,7 +275,9 @@ impl QuoteBook {
                 .unwrap_or_default();
             let (Ok(quote_id), Ok(bytes)) = (Uuid::parse_str(&id), <[u8; 8]>::try_from(value))
             else {
-                continue;
+                // Only `create` writes this index: anything else in it is a damaged store, which
+                // waiting cannot mend.
+                return Err(QuoteBookError::CorruptEpochIndex { epoch, entry: id });
             };
             work.push((quote_id, u64::from_be_bytes(bytes)));
         }

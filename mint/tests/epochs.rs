@@ -9,6 +9,7 @@ use cdk::amount::SplitTarget;
 use cdk::nuts::CurrencyUnit;
 use ehash::{CreateQuote, EpochRelease, LockingPubkey, QuoteMessage, UpdateQuote};
 use hashpool_testkit::wait_for;
+use redis::AsyncCommands;
 use uuid::Uuid;
 
 use common::{adopt_quote, epoch_share, miner_key, Harness};
@@ -139,4 +140,42 @@ fn rand_seed() -> [u8; 64] {
         .concat()
         .try_into()
         .expect("64 bytes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_epoch_index_pays_nothing_and_says_why() {
+    let mut harness = Harness::start("mint-epoch-corrupt").await;
+    let (_, locking) = miner_key();
+    let creates = stored_epoch_quotes(&mut harness, locking, 13, &[1, 2]).await;
+    // An entry no create wrote: not a quote id, not 8 bytes of work.
+    let store = harness.server().mint().localstore();
+    let mut tx = store.begin_transaction().await.unwrap();
+    tx.kv_write(
+        hashpool_mint::quotes::EPOCH_INDEX_NAMESPACE,
+        "13",
+        "not-a-quote",
+        b"x",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    harness.push(&release(13, 1000, 3, 2)).await;
+    let metrics = harness.server().metrics().clone();
+    wait_for("the update dead-lettered", async || {
+        metrics.dead_letters.get() == 1
+    })
+    .await;
+    let dead: redis::streams::StreamRangeReply = harness
+        .redis
+        .xrange_all(ehash::dead_letter_stream(&harness.stream))
+        .await
+        .unwrap();
+    let reason: String = dead.ids[0].get("reason").unwrap();
+    assert!(reason.contains("\"not-a-quote\""), "{reason}");
+    for create in &creates {
+        harness.wait_for_state(create.quote_id, "UNPAID").await;
+    }
+    assert_eq!(metrics.quotes_paid.get(), 0);
+    harness.stop().await;
 }
