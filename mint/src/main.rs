@@ -16,13 +16,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut shutdown = hashpool_service::ShutdownSignal::install();
     let config: MintConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("mint", &config.log_dir)?;
 
     let server = MintServer::start(config)
         .await
         .context("starting the mint")?;
-    hashpool_service::shutdown_signal().await;
+    shutdown.received().await;
     server.shutdown().await;
     Ok(())
 }

@@ -329,12 +329,11 @@ async fn explain_pending(wallet: &MinerWallet) -> anyhow::Result<()> {
 /// Mints as quotes become PAID until Ctrl-C; an unreachable mint is logged and retried.
 async fn watch(wallet: &MinerWallet, interval: Duration, options: MintOptions) {
     tracing::info!(pubkey = %wallet.pubkey(), mint = %wallet.mint_url(), "watching for PAID quotes");
-    let shutdown = hashpool_service::shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut shutdown = hashpool_service::ShutdownSignal::install();
     let mut ticks = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = shutdown.received() => break,
             _ = ticks.tick() => {}
         }
         let progress = |batch: &BatchDone| {

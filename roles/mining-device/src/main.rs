@@ -33,6 +33,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut shutdown = hashpool_service::ShutdownSignal::install();
     let _log = hashpool_service::init_logging("mining-device", &args.log_dir)?;
     args.identity
         .parse::<ehash::MinerIdentity>()
@@ -72,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(_) => if devices.is_empty() { return Ok(()) },
                 None => return Ok(()),
             },
-            _ = hashpool_service::shutdown_signal() => {
+            _ = shutdown.received() => {
                 let _ = stop.send(true);
                 while devices.join_next().await.is_some() {}
                 return Ok(());

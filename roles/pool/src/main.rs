@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         println!("[authority]\npublic_key = \"{public}\"\nsecret_key = \"{secret}\"");
         return Ok(());
     }
+    let mut shutdown = hashpool_service::ShutdownSignal::install();
     let config: PoolConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("pool", &config.log_dir)?;
     tracing::info!(
@@ -38,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
         "miners connect with this authority key"
     );
     let pool = Pool::start(config).await.context("starting the pool")?;
-    hashpool_service::shutdown_signal().await;
+    shutdown.received().await;
     pool.shutdown().await;
     Ok(())
 }

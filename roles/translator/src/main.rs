@@ -17,12 +17,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut shutdown = hashpool_service::ShutdownSignal::install();
     let config: TranslatorConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("translator", &config.log_dir)?;
     let translator = Translator::start(config)
         .await
         .context("starting the translator")?;
-    hashpool_service::shutdown_signal().await;
+    shutdown.received().await;
     translator.shutdown().await;
     Ok(())
 }

@@ -12,7 +12,7 @@ pub use config::{load_config, ConfigError};
 pub use logging::{init_logging, LogGuard, LoggingError};
 pub use net::{accept_until_stopped, listen, ListenError, OnStop};
 pub use secret_file::{create_secret, read_secret, SecretFileError};
-pub use signal::{shutdown_signal, stopped};
+pub use signal::{stopped, ShutdownSignal};
 pub use time::unix_now;
 
 /// This machine's hostname, for default names that must stay the same across restarts.
