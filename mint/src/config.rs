@@ -18,6 +18,9 @@ pub struct MintConfig {
     pub database: DatabaseConfig,
     pub redis: ConsumerConfig,
     pub info: InfoConfig,
+    /// The mint's Lightning node, where payouts land and melts are paid from. Absent: no
+    /// Lightning; sat epochs are then released on the pool's word alone.
+    pub lightning: Option<LightningConfig>,
 }
 
 impl Default for MintConfig {
@@ -30,6 +33,7 @@ impl Default for MintConfig {
             database: DatabaseConfig::default(),
             redis: ConsumerConfig::default(),
             info: InfoConfig::default(),
+            lightning: None,
         }
     }
 }
@@ -121,6 +125,64 @@ impl Default for InfoConfig {
     }
 }
 
+/// The mint's Lightning node: cdk's LDK backend (ldk-node) on bitcoind's RPC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LightningConfig {
+    pub network: bitcoin::Network,
+    /// ldk-node's own store (channel state: back it up with the seed).
+    pub storage_dir: PathBuf,
+    /// Lightning P2P.
+    pub listen_address: SocketAddr,
+    pub bitcoind_rpc_host: String,
+    pub bitcoind_rpc_port: u16,
+    /// bitcoind's RPC cookie, read once when the node starts.
+    pub bitcoind_cookie_file: PathBuf,
+    /// A melt reserves max(this, `fee_reserve_percent` of the amount) for routing fees; what is
+    /// not spent comes back as NUT-08 change.
+    pub fee_reserve_min_sat: u64,
+    pub fee_reserve_percent: f32,
+    /// Where the payout BOLT12 offer is written for the operator, who gives it to the payer.
+    pub offer_file: PathBuf,
+    /// The pool's payout callback, called when a payment to the offer lands. Absent: payments
+    /// are recorded, and the operator calls the pool's `/payout` by other means.
+    pub payout_callback: Option<PayoutCallbackConfig>,
+}
+
+impl Default for LightningConfig {
+    fn default() -> Self {
+        Self {
+            network: bitcoin::Network::Regtest,
+            storage_dir: PathBuf::from(".data/mint/ldk"),
+            listen_address: "127.0.0.1:9735".parse().expect("a socket address"),
+            bitcoind_rpc_host: "127.0.0.1".to_owned(),
+            bitcoind_rpc_port: 18443,
+            bitcoind_cookie_file: PathBuf::from(".data/bitcoind/regtest/.cookie"),
+            fee_reserve_min_sat: 2,
+            fee_reserve_percent: 0.01,
+            offer_file: PathBuf::from(".data/mint/payout-offer"),
+            payout_callback: None,
+        }
+    }
+}
+
+/// The pool's `POST /payout`, signed with the secret both read from an owner-only file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PayoutCallbackConfig {
+    pub url: String,
+    pub secret_file: PathBuf,
+}
+
+impl Default for PayoutCallbackConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9091/payout".to_owned(),
+            secret_file: PathBuf::from(".data/pool/payout-secret"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +200,32 @@ mod tests {
         assert_eq!(shipped.database.postgres_url, None);
         assert_eq!(shipped.info.description, ehash::UNIT_DESCRIPTION);
         assert!(shipped.info.description.contains("2^12"));
+    }
+
+    #[test]
+    fn the_shipped_lightning_section_parses_once_uncommented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/mint.toml");
+        let shipped = std::fs::read_to_string(path).unwrap();
+        let (_, section) = shipped.split_once("# [lightning]").unwrap();
+        let uncommented: String = std::iter::once("[lightning]")
+            .chain(
+                section
+                    .lines()
+                    .map(|line| line.strip_prefix("# ").unwrap_or("")),
+            )
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config: MintConfig = toml::from_str(&uncommented).unwrap();
+        let lightning = config.lightning.unwrap();
+        let defaults = LightningConfig::default();
+        assert_eq!(lightning.listen_address, defaults.listen_address);
+        assert_eq!(lightning.storage_dir, defaults.storage_dir);
+        assert_eq!(lightning.network, bitcoin::Network::Regtest);
+        let callback = lightning.payout_callback.unwrap();
+        assert_eq!(callback.url, PayoutCallbackConfig::default().url);
+        assert_eq!(
+            callback.secret_file,
+            PayoutCallbackConfig::default().secret_file
+        );
     }
 }

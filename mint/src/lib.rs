@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod lightning;
 pub mod limits;
 pub mod lookup;
 pub mod metrics;
@@ -19,11 +20,13 @@ use std::sync::Arc;
 
 use cdk::cdk_database::{self, MintKeysDatabase};
 use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
+use cdk::nuts::nut00::KnownMethod;
 use cdk::nuts::nut17::{SupportedMethods, WsCommand};
 use cdk::nuts::nut19::Settings as Nut19Settings;
 use cdk::nuts::{CurrencyUnit, MintInfo, PaymentMethod};
 use cdk::Mint;
-use cdk_common::database::DynMintDatabase;
+use cdk_common::database::{DynKVStore, DynMintDatabase};
+use cdk_ldk_node::CdkLdkNode;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -60,15 +63,28 @@ pub enum MintError {
     Consumer(#[from] consumer::ConsumerError),
     #[error(transparent)]
     Listen(#[from] hashpool_service::ListenError),
+    #[error(transparent)]
+    Lightning(#[from] lightning::LightningError),
 }
 
 type KeysStore = Arc<dyn MintKeysDatabase<Err = cdk_database::Error> + Send + Sync>;
 
+/// The configured store, as the mint, its keys and the Lightning node each see it.
+struct Stores {
+    mint: DynMintDatabase,
+    keys: KeysStore,
+    kv: DynKVStore,
+}
+
 /// Opens the configured store: cdk's PostgreSQL store when a URL is given, else a SQLite file.
-async fn open_store(config: &MintConfig) -> Result<(DynMintDatabase, KeysStore), MintError> {
+async fn open_store(config: &MintConfig) -> Result<Stores, MintError> {
     if let Some(url) = &config.database.postgres_url {
         let db = Arc::new(cdk_postgres::MintPgDatabase::new(url.as_str()).await?);
-        return Ok((db.clone(), db));
+        return Ok(Stores {
+            mint: db.clone(),
+            keys: db.clone(),
+            kv: db,
+        });
     }
     let path = &config.database.sqlite_path;
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -78,24 +94,64 @@ async fn open_store(config: &MintConfig) -> Result<(DynMintDatabase, KeysStore),
         })?;
     }
     let db = Arc::new(cdk_sqlite::MintSqliteDatabase::new(path.clone()).await?);
-    Ok((db.clone(), db))
+    Ok(Stores {
+        mint: db.clone(),
+        keys: db.clone(),
+        kv: db,
+    })
 }
 
-/// Builds and starts the cdk mint for unit `hash` with the `ehash` payment method.
-pub async fn build_mint(config: &MintConfig) -> Result<Arc<Mint>, MintError> {
+/// A started cdk mint, and its Lightning node when it has one.
+pub struct BuiltMint {
+    pub mint: Arc<Mint>,
+    pub lightning: Option<Arc<CdkLdkNode>>,
+}
+
+/// Builds and starts the cdk mint: unit `hash` (and `sat`) with the `ehash` payment method, and
+/// `sat` melts over Lightning when a node is configured.
+pub async fn build_mint(config: &MintConfig) -> Result<BuiltMint, MintError> {
     let seed = seed::load_or_create_seed(&config.seed_file)?;
-    let (store, keys) = open_store(config).await?;
-    let builder = ehash_mint_builder(store, config).await?;
+    let stores = open_store(config).await?;
+    let mut builder = ehash_mint_builder(stores.mint, config).await?;
+    let lightning = match &config.lightning {
+        Some(lightning) => {
+            let node = lightning::build_node(lightning, &seed, stores.kv)?;
+            add_lightning_melts(&mut builder, &node).await?;
+            Some(node)
+        }
+        None => None,
+    };
     let mut info = advertised_info(&builder);
     let builder = builder.with_mint_info(info.clone());
 
-    let mint = Arc::new(builder.build_with_seed(keys, &seed).await?);
+    let mint = Arc::new(builder.build_with_seed(stores.keys, &seed).await?);
     // cdk keeps the first run's info in its store; ours is the source of truth on every start.
     info.pubkey = mint.mint_info().await?.pubkey;
     info.nuts.nut29.max_batch_size = Some(max_batch_size(&mint, config)? as u64);
     mint.set_mint_info(info).await?;
     mint.start().await?;
-    Ok(mint)
+    Ok(BuiltMint { mint, lightning })
+}
+
+/// NUT-05: sats leave over Lightning, to a BOLT11 invoice or a BOLT12 offer.
+async fn add_lightning_melts(
+    builder: &mut MintBuilder,
+    node: &Arc<CdkLdkNode>,
+) -> Result<(), MintError> {
+    // One processor for both methods: cdk starts it once.
+    let melts: cdk_common::payment::DynMintPayment =
+        Arc::new(lightning::melt_only::MeltOnly(node.clone()));
+    for method in [KnownMethod::Bolt11, KnownMethod::Bolt12] {
+        builder
+            .add_payment_processor(
+                CurrencyUnit::Sat,
+                PaymentMethod::Known(method),
+                MintMeltLimits::new(1, u64::MAX),
+                melts.clone(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// A mint builder with unit `hash` minted by the stream-fed `ehash` method.
@@ -180,7 +236,13 @@ fn advertised_info(builder: &MintBuilder) -> MintInfo {
         .methods
         .retain(|settings| settings.method != method);
     info.nuts.nut05.disabled = info.nuts.nut05.methods.is_empty();
-    info.nuts.nut08.supported = false;
+    // Lightning only pays melts out: sats come in only as payouts (see `lightning::melt_only`).
+    info.nuts
+        .nut04
+        .methods
+        .retain(|settings| settings.method == method);
+    // Melts return unspent fee reserve as change (NUT-08).
+    info.nuts.nut08.supported = !info.nuts.nut05.disabled;
     // NUT-19: cdk-axum caches swap and mint responses; say so, with the TTL the router uses.
     info.nuts.nut19 = Nut19Settings {
         ttl: Some(http::RESPONSE_CACHE_SECS),
@@ -210,6 +272,8 @@ fn max_batch_size(mint: &Mint, config: &MintConfig) -> Result<usize, MintError> 
 pub struct MintServer {
     http_address: SocketAddr,
     mint: Arc<Mint>,
+    lightning: Option<Arc<CdkLdkNode>>,
+    payouts: lightning::ledger::PayoutLedger,
     metrics: Arc<MintMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -217,20 +281,29 @@ pub struct MintServer {
 
 impl MintServer {
     pub async fn start(config: MintConfig) -> Result<Self, MintError> {
-        let mint = build_mint(&config).await?;
+        let BuiltMint { mint, lightning } = build_mint(&config).await?;
         let metrics = Arc::new(MintMetrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let payouts = lightning::ledger::PayoutLedger::new(mint.localstore());
+        let mut tasks = Vec::new();
 
-        let book = QuoteBook::new(mint.clone());
+        let mut book = QuoteBook::new(mint.clone());
+        if let (Some(node), Some(node_config)) = (&lightning, &config.lightning) {
+            // The mint holds the sats: it releases an epoch only against a payout it received.
+            book = book.with_custody(payouts.clone());
+            let watcher =
+                lightning::payouts::PayoutWatcher::new(node.node(), payouts.clone(), node_config)?;
+            tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
+        }
         let consumer =
             consumer::QuoteConsumer::connect(config.redis.clone(), book.clone(), metrics.clone())
                 .await?;
-        let consumer_task = tokio::spawn(consumer.run(shutdown_rx.clone()));
+        tasks.push(tokio::spawn(consumer.run(shutdown_rx.clone())));
 
         let app = http::router(book, metrics.clone(), config.max_body_bytes).await?;
         let (listener, http_address) = hashpool_service::listen(config.listen_address).await?;
         let mut http_shutdown = shutdown_rx;
-        let http_task = tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = http_shutdown.wait_for(|stop| *stop).await;
@@ -239,15 +312,17 @@ impl MintServer {
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
             }
-        });
+        }));
         tracing::info!(%http_address, "mint serving the cashu API");
 
         Ok(Self {
             http_address,
             mint,
+            lightning,
+            payouts,
             metrics,
             shutdown,
-            tasks: vec![consumer_task, http_task],
+            tasks,
         })
     }
 
@@ -261,6 +336,16 @@ impl MintServer {
 
     pub fn mint(&self) -> &Arc<Mint> {
         &self.mint
+    }
+
+    /// The mint's Lightning node, when it has one.
+    pub fn lightning(&self) -> Option<&Arc<CdkLdkNode>> {
+        self.lightning.as_ref()
+    }
+
+    /// Payouts the node received, and the offer they are paid to.
+    pub fn payouts(&self) -> &lightning::ledger::PayoutLedger {
+        &self.payouts
     }
 
     pub fn metrics(&self) -> &Arc<MintMetrics> {

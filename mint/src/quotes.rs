@@ -17,6 +17,8 @@ use ehash::{CreateQuote, EpochRelease, LockingPubkey, Release, UpdateQuote};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::lightning::ledger::{CustodyError, PayoutLedger};
+
 /// KV namespace of the index from locking key to quote ids (cdk has no query by pubkey).
 const KEY_INDEX_NAMESPACE: &str = "ehash_quotes_by_key";
 
@@ -65,6 +67,12 @@ pub enum QuoteBookError {
         #[source]
         source: ehash::PayoutError,
     },
+    #[error("epoch {epoch}'s release is refused: {source}")]
+    Custody {
+        epoch: u64,
+        #[source]
+        source: crate::lightning::ledger::CustodyError,
+    },
     #[error("mint store: {0}")]
     Store(#[from] StoreError),
     #[error("mint: {0}")]
@@ -81,6 +89,12 @@ impl QuoteBookError {
                 | QuoteBookError::EpochMismatch { .. }
                 | QuoteBookError::CorruptEpochIndex { .. }
                 | QuoteBookError::Split { .. }
+                | QuoteBookError::Custody {
+                    source: CustodyError::NotReceived { .. }
+                        | CustodyError::ExceedsPayment { .. }
+                        | CustodyError::AlreadyReleased { .. },
+                    ..
+                }
         )
     }
 
@@ -111,6 +125,8 @@ pub struct QuotePage {
 pub struct QuoteBook {
     mint: Arc<Mint>,
     method: PaymentMethod,
+    /// When set, an epoch is released only against a payout this mint's node received.
+    custody: Option<PayoutLedger>,
 }
 
 /// The cdk unit of a create's unit, `hash` (ehash) or `sat` (payout epochs).
@@ -131,7 +147,14 @@ impl QuoteBook {
         Self {
             mint,
             method: PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
+            custody: None,
         }
+    }
+
+    /// Releases epochs only against payouts `ledger` records as received.
+    pub fn with_custody(mut self, ledger: PayoutLedger) -> Self {
+        self.custody = Some(ledger);
+        self
     }
 
     pub fn mint(&self) -> &Arc<Mint> {
@@ -243,7 +266,17 @@ impl QuoteBook {
                 }
             }
             Release::Epoch(release) => {
-                for (id, amount) in self.epoch_split(release).await? {
+                let split = self.epoch_split(release).await?;
+                if let Some(ledger) = &self.custody {
+                    ledger
+                        .admit(release)
+                        .await
+                        .map_err(|source| QuoteBookError::Custody {
+                            epoch: release.epoch,
+                            source,
+                        })?;
+                }
+                for (id, amount) in split {
                     let amount = Amount::new(amount, CurrencyUnit::Sat);
                     newly_paid += usize::from(
                         self.pay(id, Some(release.epoch), |_| Some(amount.clone()))
