@@ -25,8 +25,12 @@ pub enum WalletError {
     MintRefused(String),
     #[error("the mint sent an answer this wallet cannot read: {0}")]
     BadMintAnswer(String),
-    #[error("balance is {balance} hash, less than the {wanted} asked for")]
+    #[error("balance is {balance}, less than the {wanted} asked for")]
     InsufficientBalance { balance: u64, wanted: u64 },
+    #[error("only sats leave over Lightning: open the wallet with --unit sat")]
+    NotSats,
+    #[error("the mint did not pay melt quote {quote}: it is {state}")]
+    NotPaid { quote: String, state: String },
     #[error("wallet store: {0}")]
     Store(String),
     #[error("{0}")]

@@ -14,6 +14,7 @@ mod keys;
 mod lookup;
 mod minting;
 mod recovery;
+mod withdraw;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub use keys::{WalletDir, WalletKeys};
 pub use lookup::{QuotePages, Waiting};
 pub use minting::{BatchDone, MintOptions, MintReport};
 pub use recovery::{PendingRecovery, Recovery};
+pub use withdraw::Withdrawal;
 
 /// Which of the mint's two units a wallet holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

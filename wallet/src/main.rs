@@ -67,6 +67,9 @@ enum Command {
     Send { amount: u64 },
     /// Take a cashu token into this wallet.
     Receive { token: String },
+    /// Pay a Lightning invoice (BOLT11, or a BOLT12 offer with an amount) from this wallet's
+    /// sats (with --unit sat): a NUT-05 melt; unspent fee reserve comes back as change.
+    Withdraw { invoice: String },
     /// Keep minting quotes as they become PAID.
     Watch {
         /// Seconds between polls.
@@ -137,6 +140,18 @@ async fn main() -> anyhow::Result<()> {
             let unit = args.unit.name();
             println!(
                 "received {amount} {unit}; balance {} {unit}",
+                wallet.balance().await?
+            );
+        }
+        Command::Withdraw { invoice } => {
+            let wallet = open(&dir, &args.mint, args.unit).await?;
+            let paid = wallet.withdraw(&invoice).await?;
+            println!(
+                "paid {} sat (fee {} of {} reserved); preimage {}; balance {} sat",
+                paid.amount,
+                paid.fee_paid,
+                paid.fee_reserved,
+                paid.preimage.as_deref().unwrap_or("-"),
                 wallet.balance().await?
             );
         }
