@@ -17,7 +17,7 @@ use redis::AsyncCommands;
 
 mod common;
 
-use common::{mine_shares, wallet_minting, Regtest};
+use common::{mine_shares, redis_connection, wallet_minting, Regtest};
 
 const SHARES: usize = 6;
 const SECRET: &str = "the operator's payout callback secret";
@@ -108,12 +108,4 @@ async fn an_epochs_payout_is_minted_in_sats_exactly() {
 
     mint.shutdown().await;
     pool.shutdown().await;
-}
-
-async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    redis::Client::open("redis://127.0.0.1:6379")
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }

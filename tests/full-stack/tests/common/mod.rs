@@ -4,6 +4,8 @@
 // Each test file compiles this module on its own and uses a part of it.
 #![allow(dead_code)]
 
+pub mod lightning;
+
 use hashpool_mining_device::{JobTracker, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS};
 use hashpool_pool::{Pool, PoolConfig};
 use hashpool_testkit::{regtest_address, unique_redis_prefix, Bitcoind};
@@ -145,4 +147,13 @@ pub async fn wallet_minting(
             .unwrap();
     }
     wallet
+}
+
+/// A connection to the shared Redis the tests' streams live in.
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
