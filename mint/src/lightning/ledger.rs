@@ -116,3 +116,61 @@ impl PayoutLedger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn release(epoch: u64, payout: u64, payment: &str) -> EpochRelease {
+        EpochRelease {
+            epoch,
+            payout,
+            total_work: 10,
+            quotes: 2,
+            payment_id: payment.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_release_needs_a_received_payment_that_covers_it_and_paid_no_other_epoch() {
+        let store = Arc::new(cdk_sqlite::mint::memory::empty().await.unwrap());
+        let ledger = PayoutLedger::new(store);
+        assert!(matches!(
+            ledger.admit(&release(1, 50, "aa")).await,
+            Err(CustodyError::NotReceived { .. })
+        ));
+        ledger.record_received("aa", 50_999).await.unwrap();
+        assert!(matches!(
+            ledger.admit(&release(1, 51, "aa")).await,
+            Err(CustodyError::ExceedsPayment {
+                payout_sat: 51,
+                received_msat: 50_999,
+                ..
+            })
+        ));
+        ledger.admit(&release(1, 50, "aa")).await.unwrap();
+        // The same release again (a redelivery) passes; another epoch on the payment does not.
+        ledger.admit(&release(1, 50, "aa")).await.unwrap();
+        assert!(matches!(
+            ledger.admit(&release(2, 10, "aa")).await,
+            Err(CustodyError::AlreadyReleased { released: 1, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_offer_and_deliveries_are_remembered() {
+        let store = Arc::new(cdk_sqlite::mint::memory::empty().await.unwrap());
+        let ledger = PayoutLedger::new(store);
+        assert_eq!(ledger.offer().await.unwrap(), None);
+        ledger.set_offer("lno1example").await.unwrap();
+        assert_eq!(
+            ledger.offer().await.unwrap().as_deref(),
+            Some("lno1example")
+        );
+        assert!(!ledger.is_delivered("bb").await.unwrap());
+        ledger.mark_delivered("bb").await.unwrap();
+        assert!(ledger.is_delivered("bb").await.unwrap());
+    }
+}
