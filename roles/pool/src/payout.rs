@@ -142,7 +142,18 @@ impl PayoutDesk {
         let mut redis = self.redis.get_multiplexed_async_connection().await?;
         let epoch = match notice.epoch {
             Some(epoch) => self.closed_epoch(epoch)?,
-            None => self.oldest_unpaid(&mut redis).await?,
+            None => match self.released_by(&mut redis, &notice.payment_id).await? {
+                // A retry of a payment that released its epoch already (its answer was lost):
+                // the same answer, not the next unpaid epoch.
+                Some(epoch) => {
+                    return Ok(Released {
+                        epoch,
+                        payout,
+                        new: false,
+                    })
+                }
+                None => self.oldest_unpaid(&mut redis).await?,
+            },
         };
         // Every create of a closed epoch was queued before it closed: once nothing waits to be
         // published, all of them are in Redis with the epoch's totals.
@@ -257,6 +268,16 @@ impl PayoutDesk {
             }
         }
         Err(PayoutError::NothingToPay)
+    }
+
+    /// The epoch `payment_id` released, if it released one.
+    async fn released_by(
+        &self,
+        redis: &mut redis::aio::MultiplexedConnection,
+        payment_id: &str,
+    ) -> Result<Option<u64>, PayoutError> {
+        let epoch: Option<u64> = redis.get(self.payment_key(payment_id)).await?;
+        Ok(epoch)
     }
 
     fn payment_key(&self, payment_id: &str) -> String {

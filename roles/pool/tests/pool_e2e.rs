@@ -44,6 +44,7 @@ struct Stack {
     pool: Pool,
     stream: String,
     redis_url: String,
+    config: PoolConfig,
     _dir: TempDir,
 }
 
@@ -93,14 +94,24 @@ impl Stack {
         config.redis.publisher_id = Some(test.to_owned());
         configure(&mut config);
         let redis_url = config.redis.url.clone();
-        let pool = Pool::start(config).await.expect("the pool starts");
+        let pool = Pool::start(config.clone()).await.expect("the pool starts");
         Self {
             node,
             pool,
             stream,
             redis_url,
+            config,
             _dir: dir,
         }
+    }
+
+    /// The pool stopped and started again on the same configuration, files and stream.
+    async fn restart_pool(self) -> Self {
+        self.pool.shutdown().await;
+        let pool = Pool::start(self.config.clone())
+            .await
+            .expect("the pool starts again");
+        Self { pool, ..self }
     }
 
     async fn miner(&self) -> PoolConnection {

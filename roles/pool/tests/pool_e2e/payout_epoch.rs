@@ -189,3 +189,37 @@ async fn a_signed_payout_releases_its_closed_epoch_once() {
     forget_epochs(&stack, &[1, 2]).await;
     stack.pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_retried_after_a_pool_restart_is_not_paid_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, _) = one_closed_epoch("pool-payout-retry", dir.path()).await;
+    let notice = PayoutNotice {
+        payment_id: "pay-1".to_owned(),
+        amount_msat: 21_000_000,
+        epoch: None,
+    };
+    let now = hashpool_service::unix_now();
+    let (status, first) = post_payout(&stack, &notice, SECRET, now).await;
+    assert_eq!((status, &first["new"]), (200, &serde_json::json!(true)));
+
+    // The pool goes down after publishing, before the payer heard its answer; the payer's
+    // watcher retries the same payment, freshly signed, against the restarted pool.
+    let stack = stack.restart_pool().await;
+    let (status, retried) = post_payout(&stack, &notice, SECRET, now + 1).await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(
+        retried,
+        serde_json::json!({"epoch": 1, "payout": 21_000, "new": false})
+    );
+    let updates = stack
+        .stream_messages()
+        .await
+        .into_iter()
+        .filter(|message| matches!(message, QuoteMessage::Update(_)))
+        .count();
+    assert_eq!(updates, 1, "one release in all");
+
+    forget_epochs(&stack, &[1, 2]).await;
+    stack.pool.shutdown().await;
+}
