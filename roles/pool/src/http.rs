@@ -1,5 +1,5 @@
-//! `/metrics` (Prometheus text), `/stats` (JSON) and, when configured, `POST /payout` on the
-//! pool's HTTP address.
+//! `/metrics` (Prometheus text), `/stats` (JSON) and, when configured, `POST /payout` and
+//! `GET /epochs` on the pool's HTTP address.
 
 use std::sync::Arc;
 
@@ -39,6 +39,7 @@ pub async fn serve(
         app = app.merge(
             Router::new()
                 .route("/payout", post(payout_callback))
+                .route("/epochs", get(epochs))
                 .with_state(desk),
         );
     }
@@ -64,6 +65,17 @@ async fn payout_callback(
         Ok(released) => Json(released).into_response(),
         Err(error) => {
             tracing::warn!(code = error.code(), %error, "payout callback refused");
+            let body = serde_json::json!({"error": error.code(), "detail": error.to_string()});
+            (error.status(), Json(body)).into_response()
+        }
+    }
+}
+
+/// `GET /epochs`: the open epoch and the closed ones, each with the payment that paid it.
+async fn epochs(State(desk): State<Arc<PayoutDesk>>) -> Response {
+    match desk.epochs().await {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => {
             let body = serde_json::json!({"error": error.code(), "detail": error.to_string()});
             (error.status(), Json(body)).into_response()
         }

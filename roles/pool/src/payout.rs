@@ -85,6 +85,22 @@ pub struct Released {
     pub new: bool,
 }
 
+/// The epochs as `GET /epochs` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EpochsReport {
+    pub open: u64,
+    pub closed: Vec<ClosedEpochReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClosedEpochReport {
+    pub epoch: u64,
+    pub block_hash: String,
+    pub height: Option<u64>,
+    /// The payment that released it; absent while it waits for its payout.
+    pub paid_by: Option<String>,
+}
+
 /// Checks payment and epoch, then appends the release: all or nothing.
 const RELEASE_SCRIPT: &str = r"
 local used = redis.call('GET', KEYS[1])
@@ -268,6 +284,25 @@ impl PayoutDesk {
             }
         }
         Err(PayoutError::NothingToPay)
+    }
+
+    /// The open epoch and every closed one with the payment that paid it, if any.
+    pub async fn epochs(&self) -> Result<EpochsReport, PayoutError> {
+        let mut redis = self.redis.get_multiplexed_async_connection().await?;
+        let mut closed = Vec::new();
+        for epoch in self.epochs.closed() {
+            let paid_by: Option<String> = redis.get(self.paid_by_key(epoch.epoch)).await?;
+            closed.push(ClosedEpochReport {
+                epoch: epoch.epoch,
+                block_hash: epoch.block_hash.to_string(),
+                height: epoch.height,
+                paid_by,
+            });
+        }
+        Ok(EpochsReport {
+            open: self.epochs.current(),
+            closed,
+        })
     }
 
     /// The epoch `payment_id` released, if it released one.

@@ -212,6 +212,11 @@ async fn a_payout_retried_after_a_pool_restart_is_not_paid_twice() {
         retried,
         serde_json::json!({"epoch": 1, "payout": 21_000, "new": false})
     );
+    let epochs = http_get(stack.pool.http_address(), "/epochs").await;
+    let epochs: serde_json::Value = serde_json::from_str(&epochs).unwrap();
+    assert_eq!(epochs["open"], 2, "{epochs}");
+    assert_eq!(epochs["closed"][0]["epoch"], 1, "{epochs}");
+    assert_eq!(epochs["closed"][0]["paid_by"], "pay-1", "{epochs}");
     let updates = stack
         .stream_messages()
         .await
