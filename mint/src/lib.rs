@@ -300,7 +300,14 @@ impl MintServer {
                 .await?;
         tasks.push(tokio::spawn(consumer.run(shutdown_rx.clone())));
 
-        let app = http::router(book, metrics.clone(), config.max_body_bytes).await?;
+        let mut app = http::router(book, metrics.clone(), config.max_body_bytes).await?;
+        if let (Some(node), Some(node_config)) = (&lightning, &config.lightning) {
+            app = app.merge(lightning::info::route(
+                node.node(),
+                payouts.clone(),
+                node_config.listen_address,
+            ));
+        }
         let (listener, http_address) = hashpool_service::listen(config.listen_address).await?;
         let mut http_shutdown = shutdown_rx;
         tasks.push(tokio::spawn(async move {

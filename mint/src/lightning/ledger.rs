@@ -15,9 +15,11 @@ const RECEIVED: &str = "received";
 const RELEASED: &str = "released";
 /// payment hash -> empty: the pool acknowledged the callback.
 const DELIVERED: &str = "delivered";
-/// "current" -> the payout offer (BOLT12, bech32).
+/// What the node shows payers: "offer" -> the payout offer (BOLT12, bech32), "funding" -> the
+/// on-chain address shown to whoever funds it.
+const NODE: &str = "node";
 const OFFER: &str = "offer";
-const CURRENT_OFFER: &str = "current";
+const FUNDING: &str = "funding";
 
 /// Why an epoch's release is refused: none of these mends by waiting.
 #[derive(Debug, Error)]
@@ -81,13 +83,24 @@ impl PayoutLedger {
 
     pub async fn offer(&self) -> Result<Option<String>, StoreError> {
         Ok(self
-            .read(OFFER, CURRENT_OFFER)
+            .read(NODE, OFFER)
             .await?
             .and_then(|bytes| String::from_utf8(bytes).ok()))
     }
 
     pub async fn set_offer(&self, offer: &str) -> Result<(), StoreError> {
-        self.write(OFFER, CURRENT_OFFER, offer.as_bytes()).await
+        self.write(NODE, OFFER, offer.as_bytes()).await
+    }
+
+    pub async fn funding_address(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .read(NODE, FUNDING)
+            .await?
+            .and_then(|bytes| String::from_utf8(bytes).ok()))
+    }
+
+    pub async fn set_funding_address(&self, address: &str) -> Result<(), StoreError> {
+        self.write(NODE, FUNDING, address.as_bytes()).await
     }
 
     /// Admits `release` if its payment reached this node, covers the payout, and released no

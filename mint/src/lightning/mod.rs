@@ -6,6 +6,7 @@
 //! - [`payouts`]: the BOLT12 offer payouts are paid to, the record of each payment received that
 //!   epoch releases are checked against, and the callback that tells the pool a payout landed.
 
+pub mod info;
 pub mod ledger;
 pub mod melt_only;
 pub mod payouts;

@@ -81,6 +81,19 @@ async fn two_miners_mint_their_split_of_each_bolt12_payout_and_withdraw_over_lig
             .trim(),
         offer.to_string()
     );
+    let (status, info) = hashpool_testkit::http_request(
+        mint.http_address(),
+        "GET",
+        "/v1/hashpool/lightning",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["offer"], offer.to_string());
+    assert_eq!(info["node_id"], mint_node.node_id().to_string());
+    assert_eq!(info["usable_channels"], 1);
 
     // The pool, on the chain as it is now. Its template is refreshed only on a restart, so
     // miner A's first share is its block and closes epoch 1; A's and B's later shares are on a
