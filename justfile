@@ -14,6 +14,13 @@ up: build
     bin/banner
     bin/stack {{processes}}
 
+# The stack in payout-epoch mode: shares earn sats per epoch, the mint runs a Lightning node, and a
+# regtest payer stands in for the upstream pool that pays each closed epoch.
+up-payout: build
+    bin/payout-secret
+    bin/banner
+    HASHPOOL_POOL_CONFIG=config/payout/pool.toml HASHPOOL_MINT_CONFIG=config/payout/mint.toml HASHPOOL_WALLET_UNIT=sat bin/stack {{processes}} payer
+
 # Build the workspace.
 build:
     cargo build --workspace --bins
@@ -66,11 +73,11 @@ run-bitcoind:
 
 # Process: the cdk mint (consumes the quote stream, serves the cashu API on 127.0.0.1:3338).
 run-mint:
-    "${CARGO_TARGET_DIR:-target}/debug/mint" --config config/mint.toml
+    "${CARGO_TARGET_DIR:-target}/debug/mint" --config "${HASHPOOL_MINT_CONFIG:-config/mint.toml}"
 
 # Process: the Stratum V2 pool (miners on 0.0.0.0:34254, metrics on 127.0.0.1:9091).
 run-pool:
-    "${CARGO_TARGET_DIR:-target}/debug/pool" --config config/pool.toml
+    "${CARGO_TARGET_DIR:-target}/debug/pool" --config "${HASHPOOL_POOL_CONFIG:-config/pool.toml}"
 
 # Process: the Sv1 -> Sv2 translator (Bitaxe: stratum+tcp://<host>:34255, user = your pubkey).
 run-translator:
@@ -78,11 +85,15 @@ run-translator:
 
 # Process: the miner's wallet (made on first run in .data/wallet), minting quotes as they become PAID.
 run-wallet:
-    "${CARGO_TARGET_DIR:-target}/debug/wallet" init --if-missing >/dev/null; exec "${CARGO_TARGET_DIR:-target}/debug/wallet" watch
+    "${CARGO_TARGET_DIR:-target}/debug/wallet" init --if-missing >/dev/null; exec "${CARGO_TARGET_DIR:-target}/debug/wallet" --unit "${HASHPOOL_WALLET_UNIT:-hash}" watch
 
 # Process: a CPU Sv2 miner whose shares are credited to the wallet's key.
 run-mining-device:
     key="$("${CARGO_TARGET_DIR:-target}/debug/wallet" init --if-missing)"; exec "${CARGO_TARGET_DIR:-target}/debug/mining-device" --identity "$key.cpu0"
+
+# Process (payout-epoch mode): the regtest payer, paying the mint's payout offer once per closed epoch.
+run-payer:
+    "${CARGO_TARGET_DIR:-target}/debug/payout-payer" --config config/payer.toml
 
 # The stack wallet (.data/wallet): `just wallet balance`, `just wallet quotes`, `just wallet send 100`...
 wallet *ARGS:

@@ -228,4 +228,19 @@ mod tests {
             PayoutCallbackConfig::default().secret_file
         );
     }
+
+    #[test]
+    fn the_payout_mode_config_runs_a_node_that_calls_the_pool() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/payout/mint.toml");
+        let config: MintConfig =
+            hashpool_service::load_config(Some(std::path::Path::new(path))).unwrap();
+        let lightning = config.lightning.unwrap();
+        assert_eq!(
+            lightning.listen_address,
+            LightningConfig::default().listen_address
+        );
+        let callback = lightning.payout_callback.unwrap();
+        assert_eq!(callback.url, PayoutCallbackConfig::default().url);
+        assert_eq!(config.listen_address, MintConfig::default().listen_address);
+    }
 }

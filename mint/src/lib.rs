@@ -115,6 +115,12 @@ pub async fn build_mint(config: &MintConfig) -> Result<BuiltMint, MintError> {
     let mut builder = ehash_mint_builder(stores.mint, config).await?;
     let lightning = match &config.lightning {
         Some(lightning) => {
+            // Started beside bitcoind (bin/up): its cookie may not be written yet.
+            hashpool_service::wait_for_cookie(
+                &lightning.bitcoind_cookie_file,
+                hashpool_service::COOKIE_WAIT,
+            )
+            .await;
             let node = lightning::build_node(lightning, &seed, stores.kv)?;
             add_lightning_melts(&mut builder, &node).await?;
             Some(node)

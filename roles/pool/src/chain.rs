@@ -27,9 +27,6 @@ pub enum ChainError {
     Address { address: String, reason: String },
 }
 
-/// How long the pool waits at start for bitcoind to write its RPC cookie.
-const COOKIE_WAIT: Duration = Duration::from_secs(120);
-
 /// A blocking RPC client to bitcoind, shared by the template feed and block submission.
 ///
 /// bitcoind writes a new random cookie every time it starts, and `bitcoincore_rpc` reads the
@@ -49,13 +46,7 @@ impl BitcoindRpc {
     /// cookie (they start together).
     pub async fn connect(config: &BitcoindConfig) -> Result<Self, ChainError> {
         if let (Some(cookie), None) = (&config.cookie_file, &config.rpc_user) {
-            let started = Instant::now();
-            while !cookie.exists() && started.elapsed() < COOKIE_WAIT {
-                if started.elapsed().as_secs() % 10 == 0 {
-                    tracing::info!(cookie = %cookie.display(), "waiting for bitcoind's RPC cookie");
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            hashpool_service::wait_for_cookie(cookie, hashpool_service::COOKIE_WAIT).await;
         }
         let auth = match (&config.cookie_file, &config.rpc_user, &config.rpc_password) {
             (_, Some(user), Some(password)) => Auth::UserPass(user.clone(), password.clone()),

@@ -283,6 +283,19 @@ mod tests {
     }
 
     #[test]
+    fn the_payout_mode_config_serves_the_callback() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/payout/pool.toml");
+        let payout: PoolConfig =
+            hashpool_service::load_config(Some(std::path::Path::new(path))).unwrap();
+        assert_eq!(payout.release_policy, ReleasePolicy::PayoutEpoch);
+        assert_eq!(
+            payout.payout.callback_secret_file.as_deref(),
+            Some(std::path::Path::new(".data/pool/payout-secret"))
+        );
+        assert_eq!(payout.http_address, PoolConfig::default().http_address);
+    }
+
+    #[test]
     fn the_minimum_defaults_by_network_and_rounds_up() {
         let mut config = PoolConfig::default();
         assert_eq!(config.minimum_share_work().log2(), 22, "regtest: 2^-10");
