@@ -18,7 +18,7 @@ up: build
 # regtest payer stands in for the upstream pool that pays each closed epoch.
 up-payout: build
     bin/payout-secret
-    bin/banner
+    bin/banner --payout-epoch
     HASHPOOL_POOL_CONFIG=config/payout/pool.toml HASHPOOL_MINT_CONFIG=config/payout/mint.toml HASHPOOL_WALLET_UNIT=sat bin/stack {{processes}} payer
 
 # Build the workspace.
