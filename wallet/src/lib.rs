@@ -53,6 +53,14 @@ impl WalletUnit {
         }
     }
 
+    /// The mint's other unit.
+    pub fn other(self) -> Self {
+        match self {
+            WalletUnit::Hash => WalletUnit::Sat,
+            WalletUnit::Sat => WalletUnit::Hash,
+        }
+    }
+
     pub fn cdk(self) -> CurrencyUnit {
         match self {
             WalletUnit::Hash => CurrencyUnit::custom(ehash::UNIT),

@@ -129,7 +129,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Mint { batches } => {
             mint(&open(&dir, &args.mint, args.unit).await?, &batches).await?
         }
-        Command::Balance => balance(&open(&dir, &args.mint, args.unit).await?).await?,
+        Command::Balance => {
+            balance(&open(&dir, &args.mint, args.unit).await?).await?;
+            let other = args.unit.other();
+            let held = open(&dir, &args.mint, other).await?.balance().await?;
+            eprintln!(
+                "also held: {held} {} (--unit {})",
+                other.name(),
+                other.name()
+            );
+        }
         Command::Send { amount } => {
             let wallet = open(&dir, &args.mint, args.unit).await?;
             println!("{}", wallet.send(amount).await?);

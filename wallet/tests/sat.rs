@@ -24,6 +24,10 @@ async fn a_released_epoch_mints_its_payout_in_sats_beside_hash() {
         stack.wallet_ok(&["--unit", "sat", "balance"]).trim(),
         "1000 sat"
     );
+    // `balance` names the other unit's holdings too (on stderr; stdout stays the one figure).
+    let output = stack.wallet(&["balance"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("also held: 1000 sat"), "{stderr}");
     // The hash quotes are the hash wallet's: untouched by the sat run, minted by the default.
     assert_eq!(stack.wallet_ok(&["balance"]).trim(), "0 hash");
     let minted = stack.wallet_ok(&["mint"]);
