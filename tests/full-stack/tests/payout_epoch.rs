@@ -53,24 +53,7 @@ async fn an_epochs_payout_is_minted_in_sats_exactly() {
     .await;
 
     // The payout lands: the callback releases epoch 1.
-    let body = serde_json::to_string(&PayoutNotice {
-        payment_id: "bolt12-payment-1".to_owned(),
-        amount_msat: PAYOUT_MSAT,
-        epoch: Some(1),
-    })
-    .unwrap();
-    let now = hashpool_service::unix_now();
-    let signature = callback::sign(SECRET.as_bytes(), now, body.as_bytes());
-    let (status, answer) = post_json(
-        pool.http_address(),
-        "/payout",
-        &[
-            (callback::TIMESTAMP_HEADER, now.to_string()),
-            (callback::SIGNATURE_HEADER, signature),
-        ],
-        &body,
-    )
-    .await;
+    let (status, answer) = post_payout(&pool, "bolt12-payment-1").await;
     assert_eq!(status, 200, "{answer}");
     let payout = PAYOUT_MSAT / 1000;
 
@@ -106,6 +89,48 @@ async fn an_epochs_payout_is_minted_in_sats_exactly() {
     let wallet = wallet_minting(&mint.url(), CurrencyUnit::Sat, &paid, &secret).await;
     assert_eq!(u64::from(wallet.total_balance().await.unwrap()), payout);
 
+    // A replay and a second payment for epoch 1 publish nothing: the mint's store keeps exactly
+    // one payout for the epoch.
+    let stream_length = || async {
+        redis_connection()
+            .await
+            .xlen::<_, u64>(&stream)
+            .await
+            .unwrap()
+    };
+    let published = stream_length().await;
+    let (status, replayed) = post_payout(&pool, "bolt12-payment-1").await;
+    assert_eq!((status, &replayed["new"]), (200, &serde_json::json!(false)));
+    let (status, refused) = post_payout(&pool, "bolt12-payment-2").await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (409, &serde_json::json!("epoch-paid"))
+    );
+    assert_eq!(stream_length().await, published);
+    let quotes = QuoteBook::new(mint.mint().clone())
+        .quotes_for_key(&key)
+        .await
+        .unwrap();
+    let paid_total: u64 = quotes.iter().map(|quote| quote.amount_paid().value()).sum();
+    assert_eq!(paid_total, payout);
+
     mint.shutdown().await;
     pool.shutdown().await;
+}
+
+/// POSTs a signed notice that `payment` paid epoch 1 `PAYOUT_MSAT`.
+async fn post_payout(pool: &Pool, payment: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::to_string(&PayoutNotice {
+        payment_id: payment.to_owned(),
+        amount_msat: PAYOUT_MSAT,
+        epoch: Some(1),
+    })
+    .unwrap();
+    let now = hashpool_service::unix_now();
+    let signature = callback::sign(SECRET.as_bytes(), now, body.as_bytes());
+    let headers = [
+        (callback::TIMESTAMP_HEADER, now.to_string()),
+        (callback::SIGNATURE_HEADER, signature),
+    ];
+    post_json(pool.http_address(), "/payout", &headers, &body).await
 }
