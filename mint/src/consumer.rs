@@ -4,7 +4,8 @@
 //! acknowledged only after its effect is committed; entries another consumer left pending (it
 //! died) are claimed after `claim_idle_ms`; a message that can never be applied goes to the
 //! dead-letter stream with its reason and is acknowledged; store trouble, or an update that
-//! overtook its create, leaves the entry pending and it is tried again.
+//! overtook its create, leaves the entry pending and it is tried again. Entries every group has
+//! acknowledged are trimmed from the stream (see [`crate::trim`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -173,6 +174,9 @@ impl QuoteConsumer {
         if Instant::now() >= schedule.next_claim {
             self.claim_abandoned().await?;
             self.measure_lag().await?;
+            let trimmed =
+                crate::trim::trim_acknowledged(&mut self.redis, &self.config.stream).await?;
+            self.metrics.stream_trimmed.inc_by(trimmed);
             schedule.next_claim = Instant::now()
                 + Duration::from_millis(self.config.claim_idle_ms / 2).max(RETRY_INTERVAL);
         }

@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod quotes;
 pub mod seed;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -29,6 +29,8 @@ pub struct MintMetrics {
     pub retries: Counter,
     /// Entries taken over from consumers that stopped without acknowledging.
     pub claimed: Counter,
+    /// Acknowledged entries deleted from the stream.
+    pub stream_trimmed: Counter,
     pub redis_errors: Counter,
     /// One series per status code the mint answered; HTTP status codes are a small fixed set.
     http_responses: Family<StatusLabel, Counter>,
@@ -106,6 +108,11 @@ impl MintMetrics {
                 "dead_letters",
                 "Messages moved to the dead-letter stream",
                 &self.dead_letters,
+            ),
+            (
+                "stream_trimmed",
+                "Acknowledged stream entries deleted from the stream",
+                &self.stream_trimmed,
             ),
             (
                 "retries",
