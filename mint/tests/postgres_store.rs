@@ -3,10 +3,9 @@
 
 use std::str::FromStr;
 
-use bitcoin::hashes::Hash;
 use cdk::mint::QuoteId;
 use cdk::nuts::{MintQuoteState, SecretKey};
-use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ShareHash, UpdateQuote};
+use ehash::{CreateQuote, LockingPubkey, QuoteMessage, UpdateQuote};
 use hashpool_mint::config::{ConsumerConfig, DatabaseConfig};
 use hashpool_mint::{MintConfig, MintServer};
 use hashpool_testkit::eventually;
@@ -39,16 +38,7 @@ async fn quotes_flow_into_the_postgres_store() {
     assert!(!dir.path().join("unused.sqlite").exists());
 
     let locking = LockingPubkey::from_str(&SecretKey::generate().public_key().to_hex()).unwrap();
-    let create = CreateQuote::for_share(AcceptedShare {
-        share_hash: ShareHash::from_byte_array(rand::random()),
-        locking_pubkey: locking,
-        credited_work: 42,
-        channel_id: 1,
-        job_id: 1,
-        template_id: 1,
-        epoch: 102,
-        accepted_at: 1_764_000_000,
-    });
+    let create = CreateQuote::for_share(hashpool_testkit::accepted_share(locking, 42, 102));
     let mut redis = redis::Client::open("redis://127.0.0.1:6379")
         .unwrap()
         .get_multiplexed_async_connection()

@@ -10,11 +10,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use bitcoin::hashes::Hash;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::Wallet;
 use cdk::Amount;
-use ehash::{AcceptedShare, CreateQuote, LockingPubkey, QuoteMessage, ReleasePolicy, ShareHash};
+use ehash::{CreateQuote, LockingPubkey, QuoteMessage, ReleasePolicy};
 use hashpool_mint::config::ConsumerConfig;
 use hashpool_mint::{MintConfig, MintServer};
 use hashpool_testkit::{eventually, wait_for};
@@ -252,28 +251,15 @@ pub fn miner_key() -> (SecretKey, LockingPubkey) {
 }
 
 pub fn share(locking: LockingPubkey, amount: u64) -> CreateQuote {
-    CreateQuote::for_share(accepted_share(locking, amount, 102))
+    CreateQuote::for_share(hashpool_testkit::accepted_share(locking, amount, 102))
 }
 
 /// A payout-epoch share: a quote in `sat` for `work` units of work, in `epoch`.
 pub fn epoch_share(locking: LockingPubkey, work: u64, epoch: u64) -> CreateQuote {
     CreateQuote::for_share_under(
         ReleasePolicy::PayoutEpoch,
-        accepted_share(locking, work, epoch),
+        hashpool_testkit::accepted_share(locking, work, epoch),
     )
-}
-
-fn accepted_share(locking: LockingPubkey, work: u64, epoch: u64) -> AcceptedShare {
-    AcceptedShare {
-        share_hash: ShareHash::from_byte_array(rand::random()),
-        locking_pubkey: locking,
-        credited_work: work,
-        channel_id: 1,
-        job_id: 1,
-        template_id: 1,
-        epoch,
-        accepted_at: 1_764_000_000,
-    }
 }
 
 /// Registers an externally created quote in the wallet with its NUT-20 key, as the hashpool

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bitcoin::hashes::Hash;
-use ehash::{
-    AcceptedShare, CreateQuote, QuoteMessage, Release, ReleasePolicy, ShareHash, UpdateQuote,
-};
+use ehash::{AcceptedShare, CreateQuote, QuoteMessage, Release, ReleasePolicy, UpdateQuote};
 use hashpool_pool::publisher::{PublisherSettings, QuotePublisher, QuoteSender};
 use hashpool_testkit::{free_port, unique_redis_prefix, wait_for, RedisServer};
 use redis::AsyncCommands;
@@ -29,16 +26,7 @@ fn settings(url: &str, stream: &str, journal: PathBuf, capacity: usize) -> Publi
 
 /// A share of `work` in `epoch`, as the pool accepts it.
 fn share(work: u64, epoch: u64) -> AcceptedShare {
-    AcceptedShare {
-        share_hash: ShareHash::from_byte_array(rand::random()),
-        locking_pubkey: KEY.parse().unwrap(),
-        credited_work: work,
-        channel_id: 1,
-        job_id: 2,
-        template_id: 3,
-        epoch,
-        accepted_at: 1_764_000_000,
-    }
+    hashpool_testkit::accepted_share(KEY.parse().unwrap(), work, epoch)
 }
 
 fn accepted_share(sender: &QuoteSender) -> Uuid {

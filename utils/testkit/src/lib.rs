@@ -15,6 +15,8 @@ pub use redis_server::{wait_until, RedisServer};
 pub use wait::{eventually, eventually_within, wait_for, wait_for_within, DEFAULT_DEADLINE};
 
 use std::net::TcpListener;
+
+use bitcoin::hashes::Hash;
 use std::path::PathBuf;
 
 /// A TCP port that was free a moment ago on 127.0.0.1 (the OS picks it, so parallel tests differ).
@@ -28,6 +30,25 @@ pub fn free_port() -> u16 {
 /// A Redis key prefix no other test run uses, e.g. `test:3f2a…:`; tests share one Redis.
 pub fn unique_redis_prefix(test: &str) -> String {
     format!("test:{test}:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// A share of `work` units by `locking` in `epoch`, as the pool accepts it: the quote a test
+/// publishes in the pool's place (a random share hash, so a fresh quote id each time).
+pub fn accepted_share(
+    locking: ehash::LockingPubkey,
+    work: u64,
+    epoch: u64,
+) -> ehash::AcceptedShare {
+    ehash::AcceptedShare {
+        share_hash: ehash::ShareHash::from_byte_array(rand::random()),
+        locking_pubkey: locking,
+        credited_work: work,
+        channel_id: 1,
+        job_id: 1,
+        template_id: 1,
+        epoch,
+        accepted_at: 1_764_000_000,
+    }
 }
 
 /// The workspace root (where `bin/`, `config/` and `Cargo.toml` live).

@@ -11,13 +11,9 @@ use std::process::Output;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bitcoin::hashes::Hash;
 use cdk::cdk_database::{MintQuotesDatabase, WalletDatabase};
 use cdk::nuts::State;
-use ehash::{
-    AcceptedShare, CreateQuote, EpochRelease, LockingPubkey, QuoteMessage, ReleasePolicy,
-    ShareHash, UpdateQuote,
-};
+use ehash::{CreateQuote, EpochRelease, LockingPubkey, QuoteMessage, ReleasePolicy, UpdateQuote};
 use hashpool_testkit::{free_port, wait_for_within, workspace_binary, Process};
 use tempfile::TempDir;
 
@@ -138,7 +134,9 @@ claim_idle_ms = 300
     pub async fn pay_quotes(&mut self, amounts: &[u64]) -> u64 {
         let creates: Vec<CreateQuote> = amounts
             .iter()
-            .map(|amount| CreateQuote::for_share(self.accepted_share(*amount, 102)))
+            .map(|amount| {
+                CreateQuote::for_share(hashpool_testkit::accepted_share(self.locking, *amount, 102))
+            })
             .collect();
         for chunk in creates.chunks(1000) {
             let mut pipe = redis::pipe();
@@ -167,20 +165,6 @@ claim_idle_ms = 300
         amounts.iter().sum()
     }
 
-    /// A share of this wallet's key, as the pool accepts it.
-    fn accepted_share(&self, work: u64, epoch: u64) -> AcceptedShare {
-        AcceptedShare {
-            share_hash: ShareHash::from_byte_array(rand::random()),
-            locking_pubkey: self.locking,
-            credited_work: work,
-            channel_id: 1,
-            job_id: 1,
-            template_id: 1,
-            epoch,
-            accepted_at: 1_764_000_000,
-        }
-    }
-
     /// The pool's part under payout epochs: a `sat` create per work in `epoch`, then the
     /// epoch's release of `payout` sats naming its totals.
     pub async fn pay_epoch(&mut self, epoch: u64, works: &[u64], payout: u64) {
@@ -188,7 +172,7 @@ claim_idle_ms = 300
         for &work in works {
             let create = CreateQuote::for_share_under(
                 ReleasePolicy::PayoutEpoch,
-                self.accepted_share(work, epoch),
+                hashpool_testkit::accepted_share(self.locking, work, epoch),
             );
             pipe.xadd(
                 &self.stream,
