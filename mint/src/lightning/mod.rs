@@ -26,14 +26,8 @@ use crate::config::LightningConfig;
 
 #[derive(Debug, Error)]
 pub enum LightningError {
-    #[error("cannot read bitcoind's RPC cookie {path}: {source}")]
-    Cookie {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("bitcoind's RPC cookie {0} is not user:password")]
-    MalformedCookie(PathBuf),
+    #[error(transparent)]
+    Cookie(#[from] hashpool_service::CookieError),
     #[error("cannot create the node's directory {path}: {source}")]
     StorageDir {
         path: PathBuf,
@@ -59,22 +53,14 @@ fn node_mnemonic(mint_seed: &[u8]) -> Result<Mnemonic, LightningError> {
     Ok(Mnemonic::from_entropy(entropy.as_byte_array())?)
 }
 
-/// bitcoind's RPC credentials from its cookie file (`__cookie__:<password>`).
+/// bitcoind's RPC address and the credentials in its cookie.
 fn bitcoind_rpc(config: &LightningConfig) -> Result<BitcoinRpcConfig, LightningError> {
-    let path = &config.bitcoind_cookie_file;
-    let cookie = std::fs::read_to_string(path).map_err(|source| LightningError::Cookie {
-        path: path.clone(),
-        source,
-    })?;
-    let (user, password) = cookie
-        .trim()
-        .split_once(':')
-        .ok_or_else(|| LightningError::MalformedCookie(path.clone()))?;
+    let (user, password) = hashpool_service::read_cookie(&config.bitcoind_cookie_file)?;
     Ok(BitcoinRpcConfig {
         host: config.bitcoind_rpc_host.clone(),
         port: config.bitcoind_rpc_port,
-        user: user.to_owned(),
-        password: password.to_owned(),
+        user,
+        password,
     })
 }
 
@@ -121,26 +107,5 @@ mod tests {
         assert_ne!(a, node_mnemonic(&[8u8; 64]).unwrap());
         assert_eq!(a.word_count(), 24);
         assert_ne!(a.to_entropy(), vec![7u8; 32]);
-    }
-
-    #[test]
-    fn cookie_credentials_are_split_at_the_first_colon() {
-        let dir = tempfile::tempdir().unwrap();
-        let cookie = dir.path().join(".cookie");
-        std::fs::write(&cookie, "__cookie__:abc:def\n").unwrap();
-        let config = LightningConfig {
-            bitcoind_cookie_file: cookie.clone(),
-            ..LightningConfig::default()
-        };
-        let rpc = bitcoind_rpc(&config).unwrap();
-        assert_eq!(
-            (rpc.user.as_str(), rpc.password.as_str()),
-            ("__cookie__", "abc:def")
-        );
-        std::fs::write(&cookie, "no-colon").unwrap();
-        assert!(matches!(
-            bitcoind_rpc(&config),
-            Err(LightningError::MalformedCookie(_))
-        ));
     }
 }

@@ -46,12 +46,8 @@ const MAX_SENDS_PER_ROUND: usize = 2;
 
 #[derive(Debug, Error)]
 pub enum PayerError {
-    #[error("cannot read bitcoind's RPC cookie {path}: {source}")]
-    Cookie {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Cookie(#[from] hashpool_service::CookieError),
     #[error("lightning node: {0}")]
     Build(#[from] ldk_node::BuildError),
     #[error("lightning node: {0}")]
@@ -83,19 +79,13 @@ pub struct Payer {
 impl Payer {
     /// Starts the payer's node; nothing is mined or paid until [`Payer::step`].
     pub fn start(config: PayerConfig) -> Result<Self, PayerError> {
-        let cookie = std::fs::read_to_string(&config.bitcoind_cookie_file).map_err(|source| {
-            PayerError::Cookie {
-                path: config.bitcoind_cookie_file.clone(),
-                source,
-            }
-        })?;
-        let (user, password) = cookie.trim().split_once(':').unwrap_or(("", ""));
+        let (user, password) = hashpool_service::read_cookie(&config.bitcoind_cookie_file)?;
         let (host, port) = rpc_host_port(&config.bitcoind_rpc_url);
         let mut builder = ldk_node::Builder::new();
         builder
             .set_network(Network::Regtest)
             .set_storage_dir_path(config.storage_dir.join("ldk").display().to_string())
-            .set_chain_source_bitcoind_rpc(host, port, user.to_owned(), password.to_owned())
+            .set_chain_source_bitcoind_rpc(host, port, user, password)
             .set_gossip_source_p2p();
         builder.set_listening_addresses(vec![config.listen_address.into()])?;
         let node = builder.build()?;

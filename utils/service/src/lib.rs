@@ -10,7 +10,7 @@ mod signal;
 mod time;
 
 pub use config::{load_config, ConfigError};
-pub use cookie::{wait_for_cookie, COOKIE_WAIT};
+pub use cookie::{read_cookie, wait_for_cookie, CookieError, COOKIE_WAIT};
 pub use logging::{init_logging, LogGuard, LoggingError};
 pub use net::{accept_until_stopped, listen, ListenError, OnStop};
 pub use secret_file::{create_secret, read_secret, SecretFileError};

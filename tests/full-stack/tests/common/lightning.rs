@@ -12,16 +12,9 @@ use ldk_node::Node;
 /// How long a node may take to see new blocks (ldk-node polls bitcoind every few seconds).
 pub const CHAIN_SYNC: Duration = Duration::from_secs(120);
 
-/// bitcoind's RPC credentials from its cookie.
-fn rpc_credentials(chain: &Bitcoind) -> (String, String) {
-    let cookie = std::fs::read_to_string(chain.cookie_file()).unwrap();
-    let (user, password) = cookie.trim().split_once(':').unwrap();
-    (user.to_owned(), password.to_owned())
-}
-
 /// A started ldk-node on `chain`, its state under `dir`, listening on a free loopback port.
 pub fn start_node(chain: &Bitcoind, dir: &std::path::Path) -> Node {
-    let (user, password) = rpc_credentials(chain);
+    let (user, password) = hashpool_service::read_cookie(&chain.cookie_file()).unwrap();
     let mut builder = ldk_node::Builder::new();
     builder
         .set_network(Network::Regtest)
