@@ -81,11 +81,16 @@ impl PayoutLedger {
         Ok(self.read(DELIVERED, payment).await?.is_some())
     }
 
-    pub async fn offer(&self) -> Result<Option<String>, StoreError> {
+    /// One of the node's texts (offer, funding address), if kept.
+    async fn node_text(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .read(NODE, OFFER)
+            .read(NODE, key)
             .await?
             .and_then(|bytes| String::from_utf8(bytes).ok()))
+    }
+
+    pub async fn offer(&self) -> Result<Option<String>, StoreError> {
+        self.node_text(OFFER).await
     }
 
     pub async fn set_offer(&self, offer: &str) -> Result<(), StoreError> {
@@ -93,10 +98,7 @@ impl PayoutLedger {
     }
 
     pub async fn funding_address(&self) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .read(NODE, FUNDING)
-            .await?
-            .and_then(|bytes| String::from_utf8(bytes).ok()))
+        self.node_text(FUNDING).await
     }
 
     pub async fn set_funding_address(&self, address: &str) -> Result<(), StoreError> {

@@ -49,22 +49,24 @@ pub fn epoch_in_note(note: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The payout this payment brought, if it is a succeeded inbound payment to `offer`.
-fn landed(payment: &PaymentDetails, offer: OfferId) -> Option<LandedPayout> {
-    if payment.direction != PaymentDirection::Inbound || payment.status != PaymentStatus::Succeeded
-    {
-        return None;
-    }
+/// Whether `payment` is a succeeded inbound payment to `offer`.
+fn pays_offer(payment: &PaymentDetails, offer: OfferId) -> bool {
+    payment.direction == PaymentDirection::Inbound
+        && payment.status == PaymentStatus::Succeeded
+        && matches!(&payment.kind, PaymentKind::Bolt12Offer { offer_id, .. } if *offer_id == offer)
+}
+
+/// The payout a payment to the offer (see [`pays_offer`]) brought.
+fn landed(payment: &PaymentDetails) -> Option<LandedPayout> {
     let PaymentKind::Bolt12Offer {
         hash: Some(hash),
-        offer_id,
         payer_note,
         ..
     } = &payment.kind
     else {
         return None;
     };
-    (*offer_id == offer).then(|| LandedPayout {
+    Some(LandedPayout {
         payment_hash: hex::encode(hash.0),
         amount_msat: payment.amount_msat.unwrap_or(0),
         epoch: payer_note.as_ref().and_then(|note| epoch_in_note(&note.0)),
@@ -217,9 +219,9 @@ impl PayoutWatcher {
     async fn watch_payments(&mut self, offer: OfferId) {
         let payouts: Vec<LandedPayout> = self
             .node
-            .list_payments_with_filter(|payment| landed(payment, offer).is_some())
+            .list_payments_with_filter(|payment| pays_offer(payment, offer))
             .iter()
-            .filter_map(|payment| landed(payment, offer))
+            .filter_map(landed)
             .filter(|payout| !self.delivered.contains(&payout.payment_hash))
             .collect();
         for payout in payouts {
