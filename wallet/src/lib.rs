@@ -142,15 +142,18 @@ impl MinerWallet {
         Ok(u64::from(self.wallet.total_balance().await?))
     }
 
+    /// Refuses, naming both figures, when the wallet holds less than `wanted`.
+    pub(crate) async fn ensure_balance(&self, wanted: u64) -> Result<(), WalletError> {
+        let balance = self.balance().await?;
+        if balance < wanted {
+            return Err(WalletError::InsufficientBalance { balance, wanted });
+        }
+        Ok(())
+    }
+
     /// A V4 token (`cashuB...`) for `amount` of the wallet's unit, taken out of this wallet.
     pub async fn send(&self, amount: u64) -> Result<String, WalletError> {
-        let balance = self.balance().await?;
-        if balance < amount {
-            return Err(WalletError::InsufficientBalance {
-                balance,
-                wanted: amount,
-            });
-        }
+        self.ensure_balance(amount).await?;
         let prepared = self
             .wallet
             .prepare_send(Amount::from(amount), SendOptions::default())

@@ -46,14 +46,8 @@ impl MinerWallet {
             .wallet
             .melt_quote(method, request.trim(), None, None)
             .await?;
-        let balance = self.balance().await?;
-        let needed = u64::from(quote.amount) + u64::from(quote.fee_reserve);
-        if balance < needed {
-            return Err(WalletError::InsufficientBalance {
-                balance,
-                wanted: needed,
-            });
-        }
+        self.ensure_balance(u64::from(quote.amount) + u64::from(quote.fee_reserve))
+            .await?;
         let melted = self
             .wallet
             .prepare_melt(&quote.id, HashMap::new())
