@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::config::BitcoindConfig;
 use crate::template::Template;
+use crate::work::Work;
 
 /// How often a template is rebuilt on an unchanged tip, to pick up new transactions.
 const TEMPLATE_REFRESH: Duration = Duration::from_secs(20);
@@ -151,7 +152,7 @@ impl TemplateFeed {
         payout: ScriptBuf,
         poll: Duration,
         store: TemplateStore,
-    ) -> (Self, watch::Receiver<Option<Arc<Template>>>) {
+    ) -> (Self, watch::Receiver<Option<Work>>) {
         let (sender, receiver) = watch::channel(None);
         let (stop, stopping) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -182,7 +183,7 @@ fn follow_tip(
     payout: &ScriptBuf,
     poll: Duration,
     store: &TemplateStore,
-    sender: &watch::Sender<Option<Arc<Template>>>,
+    sender: &watch::Sender<Option<Work>>,
     stop: &std::sync::mpsc::Receiver<()>,
 ) {
     let mut follower = TipFollower {
@@ -197,7 +198,7 @@ fn follow_tip(
                 Ok(template) => {
                     let template = Arc::new(follower.built(template));
                     store.insert(template.clone());
-                    sender.send_replace(Some(template));
+                    sender.send_replace(Some(Work::Solo(template)));
                 }
                 Err(error) => tracing::error!(%error, "cannot use bitcoind's block template"),
             }

@@ -27,6 +27,8 @@ pub struct PoolConfig {
     pub vardiff: VardiffConfig,
     pub difficulty: DifficultyConfig,
     pub payout: PayoutConfig,
+    /// Set: the pool is a proxy, mining on an upstream pool's jobs instead of its own templates.
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl Default for PoolConfig {
@@ -42,6 +44,7 @@ impl Default for PoolConfig {
             vardiff: VardiffConfig::default(),
             difficulty: DifficultyConfig::default(),
             payout: PayoutConfig::default(),
+            proxy: None,
         }
     }
 }
@@ -197,6 +200,56 @@ impl Default for PayoutConfig {
             callback_secret_file: None,
         }
     }
+}
+
+/// Proxy mode: the upstream pools, in order of preference, and how the extranonce they give is
+/// shared between this pool's channels (see `upstream::job`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Extranonce bytes of the upstream's each channel here gets (a channel index, then what
+    /// the miner rolls): `T` in `docs/proxy-pool.md`. The upstream must give at least this many.
+    pub extranonce_len: u8,
+    pub max_channels: u32,
+    /// The first wait before reconnecting; it doubles up to `max_reconnect_delay_ms`.
+    pub reconnect_delay_ms: u64,
+    pub max_reconnect_delay_ms: u64,
+    /// Failed connections in a row before moving on to the next upstream.
+    pub attempts_per_upstream: u32,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            extranonce_len: 8,
+            max_channels: 65_536,
+            reconnect_delay_ms: 500,
+            max_reconnect_delay_ms: 30_000,
+            attempts_per_upstream: 3,
+            upstreams: Vec::new(),
+        }
+    }
+}
+
+/// One upstream pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `stratum2+tcp://host:port` (Stratum V2 over Noise).
+    pub url: String,
+    /// The upstream's authority key; its certificate is checked against it.
+    pub authority_public_key: Option<Secp256k1PublicKey>,
+    /// Who the upstream credits: for a hashpool upstream, the operator's public key
+    /// (`pubkey[.worker]`).
+    pub user_identity: String,
+    /// The hashrate announced for the channel, in H/s.
+    #[serde(default = "default_upstream_hashrate")]
+    pub nominal_hashrate: f32,
+}
+
+fn default_upstream_hashrate() -> f32 {
+    1.0e9
 }
 
 /// Per-channel difficulty adjustment.

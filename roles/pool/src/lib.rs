@@ -15,6 +15,8 @@ pub mod payout;
 pub mod publisher;
 pub mod server;
 pub mod template;
+pub mod upstream;
+pub mod work;
 
 pub use config::PoolConfig;
 pub use server::{Pool, PoolError};

@@ -17,12 +17,14 @@ use tokio::task::JoinHandle;
 
 use crate::blocks::BlockSubmitter;
 use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
-use crate::config::{AuthorityConfig, PoolConfig, RedisConfig};
+use crate::config::{AuthorityConfig, PoolConfig, ProxyConfig, RedisConfig};
 use crate::downstream::{Downstream, PoolContext};
 use crate::epochs::{EpochBook, EpochError};
 use crate::metrics::PoolMetrics;
 use crate::payout::PayoutDesk;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
+use crate::upstream::{Upstream, UpstreamHandle};
+use crate::work::Work;
 
 /// Extranonce bytes in every coinbase: a 2-byte channel index, then 8 the miner rolls (what
 /// cgminer-style Sv1 firmware handles through the translator).
@@ -60,42 +62,52 @@ pub struct Pool {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     publisher: QuotePublisher,
-    _feed: TemplateFeed,
+    _feed: Option<TemplateFeed>,
+}
+
+/// Where the channels' work comes from, and what goes with it.
+struct WorkSource {
+    work: watch::Receiver<Option<Work>>,
+    template_store: TemplateStore,
+    feed: Option<TemplateFeed>,
+    blocks: Option<BlockSubmitter>,
+    upstream: Option<UpstreamHandle>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
     pub async fn start(config: PoolConfig) -> Result<Self, PoolError> {
-        let rpc = Arc::new(chain::BitcoindRpc::connect(&config.bitcoind).await?);
-        let payout = chain::payout_script(&config.bitcoind.coinbase_address)?;
-        let store = TemplateStore::default();
-        let (feed, templates) = TemplateFeed::start(
-            rpc.clone(),
-            payout,
-            Duration::from_millis(config.bitcoind.template_poll_ms),
-            store.clone(),
-        );
         let (publisher, quotes) = QuotePublisher::start(publisher_settings(&config.redis))?;
-        let allocator = ExtranonceAllocator::new(Vec::new(), EXTRANONCE_LEN, MAX_CHANNELS)
+        let (extranonce_len, max_channels) = match &config.proxy {
+            Some(proxy) => (proxy.extranonce_len, proxy.max_channels),
+            None => (EXTRANONCE_LEN, MAX_CHANNELS),
+        };
+        let allocator = ExtranonceAllocator::new(Vec::new(), extranonce_len, max_channels)
             .map_err(|error| PoolError::Extranonce(format!("{error:?}")))?;
         let metrics = Arc::new(PoolMetrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let epochs = epoch_book(&config)?;
-        let (blocks, submitter) =
-            BlockSubmitter::start(rpc, metrics.clone(), epochs.clone(), shutdown_rx.clone());
+        let source = match &config.proxy {
+            Some(proxy) => proxy_source(proxy, &metrics, &shutdown_rx),
+            None => solo_source(&config, &metrics, &epochs, &shutdown_rx).await?,
+        };
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
             shares_per_minute: config.vardiff.shares_per_minute,
             initial_hashrate: config.vardiff.initial_hashrate,
             minimum_share_work: minimum_share_work(&config),
-            templates,
-            template_store: store,
+            work: source.work,
+            template_store: source.template_store,
             quotes,
             metrics: metrics.clone(),
             allocator: Mutex::new(allocator),
             next_channel_id: AtomicU32::new(1),
-            blocks,
+            next_job_id: AtomicU32::new(1),
+            blocks: source.blocks,
+            upstream: source.upstream,
             epochs,
         });
+        let mut tasks = source.tasks;
 
         let payout_desk = payout_desk(&config, &context)?;
         let (listener, sv2_address) = listen(config.listen_address).await?;
@@ -115,14 +127,15 @@ impl Pool {
             shutdown_rx,
         ));
         tracing::info!(%sv2_address, %http_address, "pool listening");
+        tasks.extend([accept, http]);
         Ok(Self {
             sv2_address,
             http_address,
             context,
             shutdown,
-            tasks: vec![accept, http, submitter],
+            tasks,
             publisher,
-            _feed: feed,
+            _feed: source.feed,
         })
     }
 
@@ -149,6 +162,55 @@ impl Pool {
             let _ = task.await;
         }
         self.publisher.shutdown(PUBLISH_GRACE).await;
+    }
+}
+
+/// Solo: templates from bitcoind, found blocks submitted to it.
+async fn solo_source(
+    config: &PoolConfig,
+    metrics: &Arc<PoolMetrics>,
+    epochs: &Option<Arc<EpochBook>>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<WorkSource, PoolError> {
+    let rpc = Arc::new(chain::BitcoindRpc::connect(&config.bitcoind).await?);
+    let payout = chain::payout_script(&config.bitcoind.coinbase_address)?;
+    let store = TemplateStore::default();
+    let (feed, templates) = TemplateFeed::start(
+        rpc.clone(),
+        payout,
+        Duration::from_millis(config.bitcoind.template_poll_ms),
+        store.clone(),
+    );
+    let (blocks, submitter) =
+        BlockSubmitter::start(rpc, metrics.clone(), epochs.clone(), shutdown.clone());
+    Ok(WorkSource {
+        work: templates,
+        template_store: store,
+        feed: Some(feed),
+        blocks: Some(blocks),
+        upstream: None,
+        tasks: vec![submitter],
+    })
+}
+
+/// Proxy: the upstream pool's jobs; its blocks are the upstream's to submit.
+fn proxy_source(
+    proxy: &ProxyConfig,
+    metrics: &Arc<PoolMetrics>,
+    shutdown: &watch::Receiver<bool>,
+) -> WorkSource {
+    let (task, handle, work) = Upstream::start(proxy.clone(), metrics.clone(), shutdown.clone());
+    tracing::info!(
+        upstreams = proxy.upstreams.len(),
+        "proxy mode: mining on upstream jobs"
+    );
+    WorkSource {
+        work,
+        template_store: TemplateStore::default(),
+        feed: None,
+        blocks: None,
+        upstream: Some(handle),
+        tasks: vec![task],
     }
 }
 

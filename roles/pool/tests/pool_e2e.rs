@@ -32,6 +32,8 @@ mod hostile_frames;
 mod oversize;
 #[path = "pool_e2e/payout_epoch.rs"]
 mod payout_epoch;
+#[path = "pool_e2e/proxy.rs"]
+mod proxy;
 #[path = "pool_e2e/stale_blocks.rs"]
 mod stale_blocks;
 #[path = "pool_e2e/version_rolling.rs"]
@@ -115,34 +117,42 @@ impl Stack {
     }
 
     async fn miner(&self) -> PoolConnection {
-        let authority = PoolConfig::default().authority.public_key;
-        let mut connection =
-            PoolConnection::connect(&self.pool.sv2_address().to_string(), Some(authority))
-                .await
-                .expect("Noise handshake with the pinned authority key");
-        connection
-            .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
-            .await
-            .unwrap();
-        connection
+        miner_at(self.pool.sv2_address()).await
     }
 
     async fn stream_messages(&self) -> Vec<QuoteMessage> {
-        let mut redis = redis::Client::open(self.redis_url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let entries: redis::streams::StreamRangeReply =
-            redis.xrange_all(&self.stream).await.unwrap();
-        entries
-            .ids
-            .iter()
-            .map(|entry| {
-                QuoteMessage::from_json(&entry.get::<String>(ehash::STREAM_FIELD).unwrap()).unwrap()
-            })
-            .collect()
+        stream_messages(&self.redis_url, &self.stream).await
     }
+}
+
+/// Every quote message on `stream`, in order.
+async fn stream_messages(redis_url: &str, stream: &str) -> Vec<QuoteMessage> {
+    let mut redis = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let entries: redis::streams::StreamRangeReply = redis.xrange_all(stream).await.unwrap();
+    entries
+        .ids
+        .iter()
+        .map(|entry| {
+            QuoteMessage::from_json(&entry.get::<String>(ehash::STREAM_FIELD).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// A set-up connection to the pool at `address` (the dev authority key checked).
+async fn miner_at(address: std::net::SocketAddr) -> PoolConnection {
+    let authority = PoolConfig::default().authority.public_key;
+    let mut connection = PoolConnection::connect(&address.to_string(), Some(authority))
+        .await
+        .expect("Noise handshake with the pinned authority key");
+    connection
+        .setup(REQUIRES_STANDARD_JOBS, &CPU_MINER)
+        .await
+        .unwrap();
+    connection
 }
 
 /// A miner with one open standard channel and its jobs.
@@ -154,7 +164,11 @@ struct Miner {
 
 impl Miner {
     async fn open(stack: &Stack, identity: &str, hashrate: f32) -> Self {
-        let mut connection = stack.miner().await;
+        Self::open_at(stack.pool.sv2_address(), identity, hashrate).await
+    }
+
+    async fn open_at(address: std::net::SocketAddr, identity: &str, hashrate: f32) -> Self {
+        let mut connection = miner_at(address).await;
         let opened = connection
             .open_standard(1, identity, hashrate)
             .await

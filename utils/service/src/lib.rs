@@ -1,5 +1,6 @@
 //! Start-up plumbing shared by every hashpool process.
 
+mod backoff;
 mod config;
 mod cookie;
 mod logging;
@@ -9,6 +10,7 @@ mod secret_file;
 mod signal;
 mod time;
 
+pub use backoff::Backoff;
 pub use config::{load_config, ConfigError};
 pub use cookie::{read_cookie, wait_for_cookie, CookieError, COOKIE_WAIT};
 pub use logging::{init_logging, LogGuard, LoggingError};

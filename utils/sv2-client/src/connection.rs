@@ -5,6 +5,7 @@ use stratum_apps::stratum_core::binary_sv2::Str0255Owned;
 use stratum_apps::stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
 use stratum_apps::stratum_core::framing_sv2::framing::MessageFrame;
 use stratum_apps::stratum_core::mining_sv2::{
+    OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
     OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
 };
 use stratum_apps::stratum_core::parsers_sv2::{
@@ -102,6 +103,38 @@ impl PoolConnection {
             .await?;
         match self.recv().await? {
             AnyMessageOwned::Mining(MiningOwned::OpenStandardMiningChannelSuccess(success)) => {
+                Ok(Ok(success))
+            }
+            AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(error)) => {
+                Ok(Err(ChannelRefused {
+                    request_id: error.request_id,
+                    code: error.error_code.as_utf8_or_hex(),
+                }))
+            }
+            other => Err(ClientError::Unexpected(other.to_string())),
+        }
+    }
+
+    /// Opens an extended channel (the pool's coinbase, `min_extranonce_size` bytes of it to
+    /// roll) and waits for the answer: the channel, or the pool's refusal.
+    pub async fn open_extended(
+        &mut self,
+        request_id: u32,
+        identity: &str,
+        nominal_hash_rate: f32,
+        min_extranonce_size: u16,
+    ) -> Result<Result<OpenExtendedMiningChannelSuccessOwned, ChannelRefused>, ClientError> {
+        let open = OpenExtendedMiningChannelOwned {
+            request_id,
+            user_identity: sv2_text("user_identity", identity)?,
+            nominal_hash_rate,
+            max_target: [0xff; 32].into(),
+            min_extranonce_size,
+        };
+        self.send_mining(MiningOwned::OpenExtendedMiningChannel(open))
+            .await?;
+        match self.recv().await? {
+            AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(success)) => {
                 Ok(Ok(success))
             }
             AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(error)) => {

@@ -5,6 +5,7 @@ use stratum_apps::stratum_core::channels_sv2::server::error::{
 };
 
 use super::*;
+use crate::upstream::JobError;
 
 /// What channels_sv2 refused, for a channel of either type or the connection's group channel.
 #[derive(Debug, Error)]
@@ -17,11 +18,13 @@ pub(super) enum ChannelError {
     Group(GroupChannelError),
     #[error("no future job was made for template {0}")]
     NoFutureJob(u64),
+    #[error("upstream job: {0}")]
+    Upstream(#[from] JobError),
 }
 
 /// Credit and block data remembered per job: the target the job was sent with (and what a
-/// share at it earns, computed once per job rather than per share), its template.
-#[derive(Debug, Clone, Copy)]
+/// share at it earns, computed once per job rather than per share), its work.
+#[derive(Debug, Clone)]
 pub(super) struct JobInfo {
     pub(super) target: Target,
     /// What each share of the job is credited, in units (see [`credited_work`]).
@@ -30,27 +33,32 @@ pub(super) struct JobInfo {
     pub(super) proven_hashes: u128,
     pub(super) template_id: u64,
     pub(super) height: u64,
+    /// The upstream job it relays, in proxy mode.
+    pub(super) upstream: Option<Arc<UpstreamJob>>,
 }
 
 impl JobInfo {
-    fn new(target: Target, template: &Template) -> Self {
+    fn new(target: Target, work: &Work) -> Self {
         Self {
             target,
             credited_work: credited_work(target.to_le_bytes()),
             proven_hashes: expected_hashes(target),
-            template_id: template.id,
-            height: template.height,
+            template_id: work.id(),
+            height: work.height(),
+            upstream: work.upstream().cloned(),
         }
     }
 }
 
 /// Where a share was submitted.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct SubmittedShare {
     pub(super) channel_id: u32,
     pub(super) sequence_number: u32,
     pub(super) job_id: u32,
     pub(super) header: HeaderFields,
+    /// The extranonce bytes the miner rolled (none on a standard channel).
+    pub(super) rolled: Vec<u8>,
 }
 
 /// What a block header needs from a share beyond its job.
@@ -70,8 +78,9 @@ pub(super) enum Submission {
 impl Submission {
     pub(super) fn submitted(&self) -> SubmittedShare {
         macro_rules! submitted {
-            ($share:expr) => {
+            ($share:expr, $rolled:expr) => {
                 SubmittedShare {
+                    rolled: $rolled,
                     channel_id: $share.channel_id,
                     sequence_number: $share.sequence_number,
                     job_id: $share.job_id,
@@ -84,8 +93,8 @@ impl Submission {
             };
         }
         match self {
-            Submission::Standard(share) => submitted!(share),
-            Submission::Extended(share) => submitted!(share),
+            Submission::Standard(share) => submitted!(share, Vec::new()),
+            Submission::Extended(share) => submitted!(share, share.extranonce.as_bytes().to_vec()),
         }
     }
 }
@@ -174,25 +183,57 @@ impl Channel {
         }
     }
 
-    pub(super) fn apply_template(
+    pub(super) fn extranonce_prefix(&self) -> &[u8] {
+        match &self.kind {
+            ChannelKind::Standard(channel) => channel.get_extranonce_prefix(),
+            ChannelKind::Extended(channel) => channel.get_extranonce_prefix(),
+        }
+    }
+
+    /// Gives the channel a job on `work`: from the template's own coinbase (solo), or the
+    /// upstream's coinbase under the job id `job_ids` hands out (proxy).
+    pub(super) fn apply_work(
         &mut self,
-        template: &Template,
+        channel_id: u32,
+        work: &Work,
         future: bool,
+        job_ids: &AtomicU32,
     ) -> Result<(), ChannelError> {
-        let new_template = template.new_template(future);
-        let outputs = template.reward_outputs.clone();
+        match work {
+            Work::Solo(template) => {
+                let new_template = template.new_template(future);
+                let outputs = template.reward_outputs.clone();
+                match &mut self.kind {
+                    ChannelKind::Standard(channel) => channel
+                        .on_new_template(new_template, outputs)
+                        .map_err(ChannelError::Standard),
+                    ChannelKind::Extended(channel) => channel
+                        .on_new_template(new_template, outputs)
+                        .map_err(ChannelError::Extended),
+                }
+            }
+            Work::Upstream(job) => {
+                let job_id = job_ids.fetch_add(1, Ordering::Relaxed);
+                let job = job.extended_job(channel_id, job_id, future)?;
+                self.take_job(job)
+            }
+        }
+    }
+
+    /// Takes a job made elsewhere: the group channel's, or an upstream job.
+    pub(super) fn take_job(&mut self, job: ExtendedJob) -> Result<(), ChannelError> {
         match &mut self.kind {
             ChannelKind::Standard(channel) => channel
-                .on_new_template(new_template, outputs)
+                .on_group_channel_job(job)
                 .map_err(ChannelError::Standard),
             ChannelKind::Extended(channel) => channel
-                .on_new_template(new_template, outputs)
+                .on_group_channel_job(job)
                 .map_err(ChannelError::Extended),
         }
     }
 
-    pub(super) fn apply_prev_hash(&mut self, template: &Template) -> Result<(), ChannelError> {
-        let prev_hash = template.set_new_prev_hash();
+    pub(super) fn apply_prev_hash(&mut self, work: &Work) -> Result<(), ChannelError> {
+        let prev_hash = work.set_new_prev_hash();
         match &mut self.kind {
             ChannelKind::Standard(channel) => channel
                 .on_set_new_prev_hash(prev_hash)
@@ -204,28 +245,13 @@ impl Channel {
     }
 
     /// Records the job that is now active with the channel's current target.
-    pub(super) fn remember_active_job(&mut self, template: &Template) -> Option<u32> {
+    pub(super) fn remember_active_job(&mut self, work: &Work) -> Option<u32> {
         let job_id = match self.active_job_message()? {
             MiningOwned::NewMiningJob(job) => job.job_id,
             MiningOwned::NewExtendedMiningJob(job) => job.job_id,
             _ => return None,
         };
-        self.jobs
-            .insert(job_id, JobInfo::new(self.target(), template));
+        self.jobs.insert(job_id, JobInfo::new(self.target(), work));
         Some(job_id)
-    }
-}
-
-pub(super) fn prev_hash_message(
-    channel_id: u32,
-    job_id: u32,
-    template: &Template,
-) -> MiningSetNewPrevHash {
-    MiningSetNewPrevHash {
-        channel_id,
-        job_id,
-        prev_hash: template.prev_hash.to_byte_array().into(),
-        min_ntime: template.time,
-        nbits: template.bits,
     }
 }

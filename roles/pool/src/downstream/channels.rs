@@ -214,7 +214,7 @@ impl Downstream {
         })
     }
 
-    /// Registers an opened channel and gives it work on the current template at once.
+    /// Registers an opened channel and gives it a job on the current work at once.
     pub(super) async fn add_channel(
         &mut self,
         opened: OpenedChannel,
@@ -235,15 +235,15 @@ impl Downstream {
             jobs: HashMap::new(),
         };
         self.channels.insert(channel_id, channel);
-        let Some(template) = self.template.clone() else {
+        let Some(work) = self.work.clone() else {
             return Ok(());
         };
         if grouped {
-            // The whole group restarts on the current template: the new member needs a future
+            // The whole group restarts on the current work: the new member needs a future
             // job and a prev hash like any new channel, and the group's jobs are shared.
-            self.start_group_on(&template).await
+            self.start_group_on(&work).await
         } else {
-            self.start_channel_on(channel_id, &template).await
+            self.start_channel_on(channel_id, &work).await
         }
     }
 

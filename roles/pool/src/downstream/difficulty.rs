@@ -91,22 +91,15 @@ impl Downstream {
             maximum_target,
         }))
         .await?;
-        let Some(template) = self.template.clone() else {
+        let Some(work) = self.work.clone() else {
             return Ok(());
         };
         if grouped {
             // A member's jobs are the group's: a fresh group job carries every member's current
             // target, this one's new one included.
-            return self.refresh_group(&template).await;
+            return self.refresh_group(&work).await;
         }
-        let channel = self.channels.get_mut(&channel_id).expect("channel exists");
-        if channel.apply_template(&template, false).is_ok() {
-            channel.remember_active_job(&template);
-            if let Some(job) = channel.active_job_message() {
-                self.send_mining(job).await?;
-            }
-        }
-        Ok(())
+        self.refresh_channel(channel_id, &work).await
     }
 }
 

@@ -37,9 +37,9 @@ use stratum_apps::stratum_core::framing_sv2::header::Header;
 use stratum_apps::stratum_core::mining_sv2::{
     CloseChannel, OpenExtendedMiningChannel, OpenExtendedMiningChannelSuccessOwned,
     OpenMiningChannelErrorOwned, OpenStandardMiningChannel, OpenStandardMiningChannelSuccessOwned,
-    SetNewPrevHashOwned as MiningSetNewPrevHash, SetTargetOwned, SubmitSharesErrorOwned,
-    SubmitSharesExtendedOwned, SubmitSharesStandard, SubmitSharesSuccess, UpdateChannel,
-    UpdateChannelErrorOwned, ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
+    SetTargetOwned, SubmitSharesErrorOwned, SubmitSharesExtendedOwned, SubmitSharesStandard,
+    SubmitSharesSuccess, UpdateChannel, UpdateChannelErrorOwned,
+    ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE,
     ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW, ERROR_CODE_SUBMIT_SHARES_INVALID_CHANNEL_ID,
     ERROR_CODE_UPDATE_CHANNEL_INVALID_CHANNEL_ID,
     ERROR_CODE_UPDATE_CHANNEL_INVALID_NOMINAL_HASHRATE,
@@ -57,7 +57,8 @@ use crate::epochs::EpochBook;
 use crate::metrics::PoolMetrics;
 use crate::noise::{FrameReader, FrameWriter, TransportError};
 use crate::publisher::QuoteSender;
-use crate::template::Template;
+use crate::upstream::{UpstreamHandle, UpstreamJob};
+use crate::work::Work;
 
 mod channel;
 mod channels;
@@ -65,7 +66,7 @@ mod difficulty;
 mod jobs;
 mod shares;
 
-use channel::{prev_hash_message, Channel, ChannelKind, Submission};
+use channel::{Channel, ChannelKind, Submission};
 
 /// Largest frame payload a miner may send; every mining message is far smaller. Checked on the
 /// frame header, before any of the payload is read (see [`crate::noise`]).
@@ -88,13 +89,20 @@ pub struct PoolContext {
     pub initial_hashrate: f32,
     /// The least work any channel's target asks for (see [`Channel::settle_target`]).
     pub minimum_share_work: ShareWork,
-    pub templates: watch::Receiver<Option<Arc<Template>>>,
+    /// The newest work: templates (solo) or the upstream's jobs (proxy).
+    pub work: watch::Receiver<Option<Work>>,
+    /// Solo: recent templates, for assembling found blocks.
     pub template_store: TemplateStore,
     pub quotes: QuoteSender,
     pub metrics: Arc<PoolMetrics>,
     pub allocator: Mutex<ExtranonceAllocator>,
     pub next_channel_id: AtomicU32,
-    pub blocks: BlockSubmitter,
+    /// Job ids of upstream work (solo jobs are numbered by each channel's job factory).
+    pub next_job_id: AtomicU32,
+    /// Solo: where found blocks go. A proxy submits no blocks; its upstream does.
+    pub blocks: Option<BlockSubmitter>,
+    /// Proxy: the upstream connection's state and its share queue.
+    pub upstream: Option<UpstreamHandle>,
     /// The payout epochs, under the payout-epoch policy.
     pub epochs: Option<Arc<EpochBook>>,
 }
@@ -125,8 +133,8 @@ pub struct Downstream {
     group: Option<GroupChannel>,
     /// The group's jobs on the current tip by job id, for rebuilding a found block's coinbase.
     group_jobs: HashMap<u32, ExtendedJob>,
-    /// The template the channels' jobs are built on, and its tip.
-    template: Option<Arc<Template>>,
+    /// The work the channels' jobs are built on, and its tip.
+    work: Option<Work>,
 }
 
 impl Downstream {
@@ -140,7 +148,7 @@ impl Downstream {
             channels: HashMap::new(),
             group: None,
             group_jobs: HashMap::new(),
-            template: None,
+            work: None,
         }
     }
 
@@ -152,7 +160,7 @@ impl Downstream {
     ) -> CloseReason {
         let (frames_tx, mut frames) = mpsc::channel(64);
         let reader_task = tokio::spawn(read_frames(reader, frames_tx));
-        let mut templates = self.context.templates.clone();
+        let mut work = self.context.work.clone();
         let mut vardiff = tokio::time::interval(VARDIFF_TICK);
         vardiff.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -163,11 +171,11 @@ impl Downstream {
                     Some(Err(reason)) => Err(reason),
                     None => Err(CloseReason::PeerClosed),
                 },
-                changed = templates.changed() => match changed {
+                changed = work.changed() => match changed {
                     Ok(()) => {
-                        let latest = templates.borrow_and_update().clone();
+                        let latest = work.borrow_and_update().clone();
                         match latest {
-                            Some(template) => self.on_template(template).await,
+                            Some(latest) => self.on_work(latest).await,
                             None => Ok(()),
                         }
                     }

@@ -2,6 +2,8 @@
 
 use super::channel::{HeaderFields, JobInfo, SubmittedShare};
 use super::*;
+use crate::upstream::ForwardedShare;
+use stratum_apps::stratum_core::mining_sv2::ERROR_CODE_SUBMIT_SHARES_STALE_SHARE;
 
 impl Downstream {
     /// Validates a share on its channel and answers it.
@@ -63,6 +65,7 @@ impl Downstream {
             sequence_number,
             job_id,
             header,
+            rolled,
         } = share;
         let (share_hash, block) = match result {
             Ok(ShareValidationResult::Valid(hash)) => (hash.to_byte_array(), None),
@@ -79,11 +82,29 @@ impl Downstream {
             }
         };
         let job = self.count_valid_share(channel_id, job_id)?;
+        if let Some(upstream) = &job.upstream {
+            if !self.upstream_is_live(upstream) {
+                // Its upstream is gone (or moved to a new extranonce): the share can earn
+                // nothing there, so it earns nothing here.
+                return self
+                    .reject_share(
+                        channel_id,
+                        sequence_number,
+                        ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
+                    )
+                    .await;
+            }
+        }
         let is_block = block.is_some();
-        if let Some((template_id, coinbase)) = block {
-            let coinbase = self.coinbase_as_mined(channel_id, job_id, coinbase);
-            let template_id = template_id.unwrap_or(job.template_id);
-            self.found_block(share_hash, template_id, &coinbase, header);
+        match block {
+            // A proxy's block is the upstream's to submit: the share is forwarded below.
+            Some(_) if job.upstream.is_some() => {}
+            Some((template_id, coinbase)) => {
+                let coinbase = self.coinbase_as_mined(channel_id, job_id, coinbase);
+                let template_id = template_id.unwrap_or(job.template_id);
+                self.found_block(share_hash, template_id, &coinbase, header);
+            }
+            None => {}
         }
         if Target::from_le_bytes(share_hash) > job.target {
             // On regtest (and any network whose target is easier than the share target) a hash
@@ -102,8 +123,46 @@ impl Downstream {
                 )
                 .await;
         }
-        self.credit(channel_id, job_id, job, share_hash);
+        self.credit(channel_id, job_id, &job, share_hash);
+        if let Some(upstream) = &job.upstream {
+            self.forward(channel_id, upstream, share_hash, header, &rolled);
+        }
         self.acknowledge(channel_id, is_block).await
+    }
+
+    fn upstream_is_live(&self, job: &UpstreamJob) -> bool {
+        self.context
+            .upstream
+            .as_ref()
+            .is_some_and(|upstream| upstream.is_live(job))
+    }
+
+    /// Hands a credited share that also meets the upstream's target to the upstream task
+    /// (never waits: a full queue drops it, counted).
+    fn forward(
+        &self,
+        channel_id: u32,
+        job: &UpstreamJob,
+        share_hash: [u8; 32],
+        header: HeaderFields,
+        rolled: &[u8],
+    ) {
+        if Target::from_le_bytes(share_hash) > job.upstream_target {
+            return;
+        }
+        let Some(upstream) = &self.context.upstream else {
+            return;
+        };
+        let channel = &self.channels[&channel_id];
+        upstream.forward(ForwardedShare {
+            session: job.session,
+            upstream_job_id: job.upstream_job_id,
+            extranonce: job.upstream_extranonce(channel.extranonce_prefix(), rolled),
+            version: header.version,
+            ntime: header.ntime,
+            nonce: header.nonce,
+            miner: channel.identity.locking_key().to_string(),
+        });
     }
 
     /// Counts a valid share for vardiff and returns the job it was found on.
@@ -113,7 +172,7 @@ impl Downstream {
             .get_mut(&channel_id)
             .expect("validated on this channel");
         channel.vardiff.increment_shares_since_last_update();
-        channel.jobs.get(&job_id).copied().ok_or_else(|| {
+        channel.jobs.get(&job_id).cloned().ok_or_else(|| {
             CloseReason::Protocol(format!(
                 "accepted share on job {job_id} the pool never recorded"
             ))
@@ -143,7 +202,7 @@ impl Downstream {
 
     /// Publishes the share's quote (create, and under ehash its PAID update) for exactly the
     /// work of the job's target, and counts it.
-    fn credit(&self, channel_id: u32, job_id: u32, job: JobInfo, share_hash: [u8; 32]) {
+    fn credit(&self, channel_id: u32, job_id: u32, job: &JobInfo, share_hash: [u8; 32]) {
         let locking_key = self.channels[&channel_id].identity.locking_key();
         let create = CreateQuote::for_share_under(
             self.context.release_policy,
@@ -232,7 +291,9 @@ impl Downstream {
             self.context.metrics.blocks_rejected.inc();
             return;
         }
-        self.context.blocks.offer(block);
+        if let Some(blocks) = &self.context.blocks {
+            blocks.offer(block);
+        }
     }
 }
 

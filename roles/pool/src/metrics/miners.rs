@@ -29,6 +29,8 @@ struct MinerWork {
     shares: u64,
     work: u64,
     proven_hashes: u128,
+    upstream_accepted: u64,
+    upstream_rejected: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +46,9 @@ pub struct MinerStats {
     pub proven_hashes: u128,
     /// Proven hashes per second over the last ten minutes.
     pub hashrate: f64,
+    /// Proxy mode: this miner's shares the upstream accepted and rejected.
+    pub upstream_accepted: u64,
+    pub upstream_rejected: u64,
 }
 
 impl MinerBook {
@@ -61,6 +66,16 @@ impl MinerBook {
             .is_some_and(|(at, _)| now.duration_since(*at) > HASHRATE_WINDOW)
         {
             miner.recent.pop_front();
+        }
+    }
+
+    pub fn upstream_answer(&self, locking_key: &str, accepted: bool) {
+        let mut miners = self.miners.lock().expect("metrics lock");
+        let miner = miners.entry(locking_key.to_owned()).or_default();
+        if accepted {
+            miner.upstream_accepted += 1;
+        } else {
+            miner.upstream_rejected += 1;
         }
     }
 
@@ -90,6 +105,8 @@ impl MinerWork {
             credited_hashes: u128::from(self.work) << ehash::HASHES_PER_UNIT_LOG2,
             proven_hashes: self.proven_hashes,
             hashrate: window_hashes / HASHRATE_WINDOW.as_secs_f64(),
+            upstream_accepted: self.upstream_accepted,
+            upstream_rejected: self.upstream_rejected,
         }
     }
 }

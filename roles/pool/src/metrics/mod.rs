@@ -3,6 +3,7 @@
 mod miners;
 mod quotes;
 mod rejections;
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 pub use miners::MinerStats;
+pub use upstream::{UpstreamMetrics, UpstreamStats};
 
 use crate::publisher::PublisherMetrics;
 use miners::MinerBook;
@@ -38,6 +40,8 @@ pub struct PoolMetrics {
     pub blocks_dropped: Counter,
     /// Work credited to miners, in units of `hash`.
     pub work_credited: Counter,
+    /// Proxy mode only.
+    pub upstream: UpstreamMetrics,
     rejected: Arc<Rejections>,
     miners: Arc<MinerBook>,
 }
@@ -54,6 +58,9 @@ pub struct PoolStats {
     pub quotes_buffered: u64,
     pub quotes_dropped: u64,
     pub redis_up: bool,
+    /// Proxy mode: the upstream connection and the shares forwarded on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamStats>,
     pub miners: Vec<MinerStats>,
 }
 
@@ -69,6 +76,16 @@ impl PoolMetrics {
         self.miners.credit(locking_key, work, proven_hashes);
     }
 
+    /// The upstream's answer to a share `locking_key` found.
+    pub fn upstream_answer(&self, locking_key: &str, accepted: bool) {
+        if accepted {
+            self.upstream.accepted.inc();
+        } else {
+            self.upstream.rejected.inc();
+        }
+        self.miners.upstream_answer(locking_key, accepted);
+    }
+
     pub fn stats(&self, quotes: &PublisherMetrics) -> PoolStats {
         PoolStats {
             connections: self.connections.get(),
@@ -81,6 +98,7 @@ impl PoolMetrics {
             quotes_buffered: quotes.buffered(),
             quotes_dropped: quotes.overflowed.load(Ordering::Relaxed),
             redis_up: quotes.redis_up.load(Ordering::Relaxed),
+            upstream: (self.upstream.sessions.get() > 0).then(|| self.upstream.stats()),
             miners: self.miners.stats(),
         }
     }
@@ -129,6 +147,7 @@ impl PoolMetrics {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+        self.upstream.register(&mut registry);
         registry.register_collector(Box::new(QuoteCollector(quotes)));
         registry.register_collector(Box::new(self.rejected.clone()));
         registry.register_collector(Box::new(self.miners.clone()));

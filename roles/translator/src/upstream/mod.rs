@@ -12,7 +12,7 @@
 mod pool_messages;
 mod session;
 
-use hashpool_service::stopped;
+use hashpool_service::{stopped, Backoff};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,37 +146,6 @@ enum SessionEnd {
     Lost(UpstreamError),
 }
 
-/// The doubling wait between connection attempts.
-struct Backoff {
-    first: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(config: &UpstreamConfig) -> Self {
-        let first = Duration::from_millis(config.reconnect_delay_ms.max(1));
-        let max =
-            Duration::from_millis(config.max_reconnect_delay_ms.max(config.reconnect_delay_ms));
-        Self {
-            first,
-            max,
-            next: first,
-        }
-    }
-
-    /// The wait before the next attempt; the one after is twice as long, up to the maximum.
-    fn take(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (delay * 2).min(self.max);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = self.first;
-    }
-}
-
 pub struct Upstream {
     config: UpstreamConfig,
     commands: mpsc::Receiver<Command>,
@@ -199,7 +168,10 @@ impl Upstream {
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(&self.config);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.config.reconnect_delay_ms),
+            Duration::from_millis(self.config.max_reconnect_delay_ms),
+        );
         let mut connected_before = false;
         loop {
             let attempt = tokio::select! {
@@ -225,7 +197,7 @@ impl Upstream {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(pool = %self.config.address, %error, retry_in_ms = backoff.next.as_millis() as u64, "cannot reach the pool")
+                    tracing::warn!(pool = %self.config.address, %error, retry_in_ms = backoff.peek().as_millis() as u64, "cannot reach the pool")
                 }
             }
             if !self.wait_out(backoff.take(), &mut shutdown).await {

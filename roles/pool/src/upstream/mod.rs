@@ -1,0 +1,298 @@
+//! Proxy mode: the pool mines on an upstream pool's jobs instead of its own templates.
+//!
+//! One task keeps a connection to the first upstream that works (reconnecting with backoff, then
+//! moving on to the next in the list), turns its jobs into [`Work`] for the downstream channels,
+//! and submits upstream the shares the channels forward. Downstream miners never notice the
+//! upstream going away, except that shares on a dead upstream's jobs are refused as stale and
+//! credited nothing: they can earn nothing upstream either.
+
+mod job;
+mod sv2;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashpool_service::{stopped, Backoff};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use job::{bip34_height, JobError, UpstreamJob};
+
+use crate::config::{ProxyConfig, UpstreamConfig};
+use crate::metrics::PoolMetrics;
+use crate::work::Work;
+
+/// Shares waiting for the upstream task; beyond this, forwards are dropped (and counted) rather
+/// than ever holding up a miner.
+const FORWARD_QUEUE: usize = 4096;
+/// Submitted shares remembered for the upstream's answer; an upstream that never answers makes
+/// the oldest be forgotten (uncounted) rather than grow the map.
+const PENDING_KEPT: usize = 65_536;
+
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("upstream url {0:?}: only stratum2+tcp://host:port is supported")]
+    Url(String),
+    #[error("connecting took longer than {0:?}")]
+    ConnectTimeout(Duration),
+    #[error(transparent)]
+    Client(#[from] hashpool_sv2_client::ClientError),
+    #[error("the upstream refused the channel: {0}")]
+    Refused(String),
+    #[error(
+        "the upstream gives {given} extranonce bytes to roll; this pool's channels need {needed} \
+         ([proxy] extranonce_len)"
+    )]
+    ExtranonceTooSmall { given: usize, needed: usize },
+    #[error("the upstream's message broke the channel: {0}")]
+    Protocol(String),
+    #[error("the upstream closed the channel")]
+    ChannelClosed,
+}
+
+/// A credited share that also meets the upstream's target, on its way upstream.
+#[derive(Debug, Clone)]
+pub struct ForwardedShare {
+    pub session: u64,
+    pub upstream_job_id: u32,
+    /// The upstream extranonce: padding, the channel's prefix, what the miner rolled.
+    pub extranonce: Vec<u8>,
+    pub version: u32,
+    pub ntime: u32,
+    pub nonce: u32,
+    /// The locking key of the miner who found it, for its upstream accept/reject counts.
+    pub miner: String,
+}
+
+/// What downstream connections need of the upstream: whether a job's session is the live one,
+/// and where to forward shares.
+#[derive(Debug, Clone)]
+pub struct UpstreamHandle {
+    live: Arc<AtomicU64>,
+    forwards: mpsc::Sender<ForwardedShare>,
+    metrics: Arc<PoolMetrics>,
+}
+
+impl UpstreamHandle {
+    /// Whether `job` came on the upstream connection that is up now.
+    pub fn is_live(&self, job: &UpstreamJob) -> bool {
+        self.live.load(Ordering::Acquire) == job.session
+    }
+
+    pub fn forward(&self, share: ForwardedShare) {
+        if self.forwards.try_send(share).is_err() {
+            self.metrics.upstream.dropped.inc();
+        }
+    }
+}
+
+/// What a session shares with the task that runs it.
+struct Shared {
+    live: Arc<AtomicU64>,
+    work: watch::Sender<Option<Work>>,
+    next_work_id: AtomicU64,
+    metrics: Arc<PoolMetrics>,
+    /// `T`: the extranonce bytes each downstream channel takes.
+    channel_extranonce_len: usize,
+}
+
+/// The task that keeps the pool connected upstream.
+pub struct Upstream {
+    config: ProxyConfig,
+    shared: Shared,
+    forwards: mpsc::Receiver<ForwardedShare>,
+}
+
+impl Upstream {
+    /// The upstream task, the handle downstream connections use, and the work it publishes.
+    pub fn start(
+        config: ProxyConfig,
+        metrics: Arc<PoolMetrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> (
+        JoinHandle<()>,
+        UpstreamHandle,
+        watch::Receiver<Option<Work>>,
+    ) {
+        let (work, work_rx) = watch::channel(None);
+        let (forward_tx, forwards) = mpsc::channel(FORWARD_QUEUE);
+        let live = Arc::new(AtomicU64::new(0));
+        let handle = UpstreamHandle {
+            live: live.clone(),
+            forwards: forward_tx,
+            metrics: metrics.clone(),
+        };
+        let upstream = Self {
+            shared: Shared {
+                live,
+                work,
+                next_work_id: AtomicU64::new(1),
+                metrics,
+                channel_extranonce_len: usize::from(config.extranonce_len),
+            },
+            config,
+            forwards,
+        };
+        (tokio::spawn(upstream.run(shutdown)), handle, work_rx)
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.config.reconnect_delay_ms),
+            Duration::from_millis(self.config.max_reconnect_delay_ms),
+        );
+        let mut index = 0;
+        let mut failures = 0;
+        let mut session = 0;
+        loop {
+            let Some(upstream) = self.config.upstreams.get(index).cloned() else {
+                tracing::error!("proxy mode without an upstream: [[proxy.upstreams]] is empty");
+                return;
+            };
+            session += 1;
+            let span = tracing::info_span!("upstream", url = %upstream.url, session);
+            let end = tracing::Instrument::instrument(
+                self.serve(&upstream, session, &mut shutdown),
+                span,
+            )
+            .await;
+            self.shared.live.store(0, Ordering::Release);
+            self.shared.metrics.upstream.connected.set(0);
+            let gave_work = match end {
+                SessionEnd::Shutdown => return,
+                SessionEnd::Lost { gave_work, reason } => {
+                    self.shared.metrics.upstream.failure(reason.kind());
+                    tracing::warn!(url = %upstream.url, session, %reason, "upstream lost; miners stay connected");
+                    gave_work
+                }
+            };
+            if gave_work {
+                failures = 0;
+                backoff.reset();
+            } else {
+                failures += 1;
+                if failures >= self.config.attempts_per_upstream.max(1) {
+                    index = (index + 1) % self.config.upstreams.len();
+                    failures = 0;
+                    backoff.reset();
+                    tracing::warn!(next = %self.config.upstreams[index].url, "moving to the next upstream");
+                }
+            }
+            self.drop_queued_forwards();
+            tokio::select! {
+                () = tokio::time::sleep(backoff.take()) => {}
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        upstream: &UpstreamConfig,
+        session: u64,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> SessionEnd {
+        let connected = tokio::select! {
+            connected = sv2::Sv2Session::connect(upstream, session, &self.shared) => connected,
+            () = stopped(shutdown) => return SessionEnd::Shutdown,
+        };
+        match connected {
+            Ok(sv2_session) => {
+                self.shared.metrics.upstream.sessions.inc();
+                self.shared.metrics.upstream.connected.set(1);
+                sv2_session
+                    .run(&self.shared, &mut self.forwards, shutdown)
+                    .await
+            }
+            Err(reason) => SessionEnd::Lost {
+                gave_work: false,
+                reason,
+            },
+        }
+    }
+
+    /// Forwards of a session that ended can no longer be submitted anywhere.
+    fn drop_queued_forwards(&mut self) {
+        while self.forwards.try_recv().is_ok() {
+            self.shared.metrics.upstream.dropped.inc();
+        }
+    }
+}
+
+/// Why a session ended, and whether it got as far as giving the channels work.
+enum SessionEnd {
+    Shutdown,
+    Lost {
+        gave_work: bool,
+        reason: UpstreamError,
+    },
+}
+
+impl UpstreamError {
+    /// The `reason` label of `hashpool_pool_upstream_failures_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Url(_) => "config",
+            UpstreamError::ConnectTimeout(_) => "timeout",
+            UpstreamError::Client(hashpool_sv2_client::ClientError::Decode { .. })
+            | UpstreamError::Client(hashpool_sv2_client::ClientError::Unexpected(_))
+            | UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Client(_) => "connection",
+            UpstreamError::Refused(_) | UpstreamError::ExtranonceTooSmall { .. } => "refused",
+            UpstreamError::ChannelClosed => "closed",
+        }
+    }
+}
+
+/// Shares submitted upstream and not yet answered, by sequence number, with the miner each
+/// is counted for.
+#[derive(Debug, Default)]
+struct PendingShares {
+    by_sequence: BTreeMap<u32, String>,
+}
+
+impl PendingShares {
+    fn submitted(&mut self, sequence_number: u32, miner: String) {
+        self.by_sequence.insert(sequence_number, miner);
+        if self.by_sequence.len() > PENDING_KEPT {
+            self.by_sequence.pop_first();
+        }
+    }
+
+    /// The miner of a share the upstream refused.
+    fn rejected(&mut self, sequence_number: u32) -> Option<String> {
+        self.by_sequence.remove(&sequence_number)
+    }
+
+    /// The miners of every share up to `last_sequence_number` not refused: an acknowledgement
+    /// covers a batch.
+    fn accepted_through(&mut self, last_sequence_number: u32) -> Vec<String> {
+        let later = self
+            .by_sequence
+            .split_off(&last_sequence_number.saturating_add(1));
+        std::mem::replace(&mut self.by_sequence, later)
+            .into_values()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_accepts_its_batch_less_the_refused() {
+        let mut pending = PendingShares::default();
+        for (sequence, miner) in [(1, "a"), (2, "b"), (3, "a"), (4, "c")] {
+            pending.submitted(sequence, miner.to_owned());
+        }
+        assert_eq!(pending.rejected(2).as_deref(), Some("b"));
+        assert_eq!(pending.accepted_through(3), ["a", "a"]);
+        assert_eq!(pending.accepted_through(3), Vec::<String>::new());
+        assert_eq!(pending.accepted_through(u32::MAX), ["c"]);
+        assert_eq!(pending.rejected(2), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! Proxy mode over Stratum V2: a second pool mines on this one's jobs. Miners on the proxy are
+//! credited there; the shares that meet the upstream's target are forwarded and credited
+//! upstream to the proxy operator's key, with the very same block headers.
+
+use std::collections::BTreeSet;
+
+use hashpool_pool::config::{ProxyConfig, UpstreamConfig};
+
+use super::*;
+
+/// The proxy operator's key: who the upstream credits.
+const OPERATOR: &str = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
+const SECOND_MINER: &str = "02e493dbf1c10d80f3581e4904930b1404cc6c13900ee0758474fa94abe8c4cd13";
+
+/// A proxy pool mining to `upstream`'s Sv2 port, on a stream of its own.
+struct Proxy {
+    pool: Pool,
+    stream: String,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    async fn start(upstream: &Stack, test: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = format!("{}quotes", unique_redis_prefix(test));
+        let mut config = PoolConfig::ephemeral(
+            dir.path(),
+            upstream.node.rpc_url(),
+            upstream.node.cookie_file(),
+            regtest_address().to_string(),
+            stream.clone(),
+        );
+        config.redis.publisher_id = Some(test.to_owned());
+        config.proxy = Some(ProxyConfig {
+            reconnect_delay_ms: 20,
+            max_reconnect_delay_ms: 200,
+            upstreams: vec![UpstreamConfig {
+                url: format!("stratum2+tcp://{}", upstream.pool.sv2_address()),
+                authority_public_key: Some(PoolConfig::default().authority.public_key),
+                user_identity: format!("{OPERATOR}.proxy"),
+                // The least a channel can be asked for: the upstream's minimum target, so every
+                // share credited on the proxy is also worth forwarding.
+                nominal_hashrate: 1.0,
+            }],
+            ..ProxyConfig::default()
+        });
+        let pool = Pool::start(config).await.expect("the proxy starts");
+        Self {
+            pool,
+            stream,
+            _dir: dir,
+        }
+    }
+
+    async fn wait_for_upstream_answers(&self, shares: u64) {
+        let metrics = self.pool.metrics().clone();
+        wait_for(format!("{shares} upstream answers"), async || {
+            metrics.upstream.accepted.get() + metrics.upstream.rejected.get() >= shares
+        })
+        .await;
+    }
+}
+
+/// The creates on a stream: (locking key, share hash).
+async fn creates(redis_url: &str, stream: &str) -> Vec<(String, String)> {
+    stream_messages(redis_url, stream)
+        .await
+        .into_iter()
+        .filter_map(|message| match message {
+            QuoteMessage::Create(create) => Some((
+                create.locking_pubkey.to_string(),
+                create.share_hash.to_string(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn mine_accepted(miner: &mut Miner, shares: usize) {
+    for _ in 0..shares {
+        let (reply, _) = miner.submit_valid_share().await;
+        assert!(
+            matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+            "{reply:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_credits_its_miners_and_the_upstream_credits_the_proxy_for_the_same_shares() {
+    let upstream = Stack::start_on_one_tip("proxy-sv2-upstream").await;
+    let proxy = Proxy::start(&upstream, "proxy-sv2").await;
+    let address = proxy.pool.sv2_address();
+    let mut first = Miner::open_at(address, &format!("{KEY}.rig"), 1.0).await;
+    let mut second = Miner::open_at(address, SECOND_MINER, 1.0).await;
+    let per_miner = 4;
+    mine_accepted(&mut first, per_miner).await;
+    mine_accepted(&mut second, per_miner).await;
+    let total = 2 * per_miner as u64;
+    proxy.wait_for_upstream_answers(total).await;
+
+    let metrics = proxy.pool.metrics();
+    assert_eq!(metrics.upstream.rejected.get(), 0, "no share collided");
+    assert_eq!(metrics.upstream.accepted.get(), total);
+    assert_eq!(metrics.upstream.dropped.get(), 0);
+    assert_eq!(metrics.upstream.sessions.get(), 1);
+    let stats = metrics.stats(proxy.pool.quote_metrics());
+    for key in [KEY, SECOND_MINER] {
+        let miner = stats
+            .miners
+            .iter()
+            .find(|miner| miner.locking_key == key)
+            .expect("the miner's line");
+        assert_eq!(
+            (miner.shares, miner.upstream_accepted),
+            (per_miner as u64, per_miner as u64)
+        );
+    }
+
+    // Each share is credited once on the proxy, to its miner, and once upstream, to the
+    // operator: the upstream hashed the very headers the miners did.
+    let quotes = proxy.pool.quote_metrics().clone();
+    wait_for("the proxy's quotes published", async || {
+        quotes.published.load(Ordering::Relaxed) == 2 * total
+    })
+    .await;
+    let upstream_quotes = upstream.pool.quote_metrics().clone();
+    wait_for("the upstream's quotes published", async || {
+        upstream_quotes.published.load(Ordering::Relaxed) == 2 * total
+    })
+    .await;
+    let on_proxy = creates(&upstream.redis_url, &proxy.stream).await;
+    let on_upstream = creates(&upstream.redis_url, &upstream.stream).await;
+    assert_eq!(on_proxy.len() as u64, total);
+    for key in [KEY, SECOND_MINER] {
+        assert_eq!(
+            on_proxy.iter().filter(|(owner, _)| owner == key).count(),
+            per_miner
+        );
+    }
+    assert_eq!(on_upstream.len() as u64, total);
+    assert!(on_upstream.iter().all(|(owner, _)| owner == OPERATOR));
+    let hashes = |creates: &[(String, String)]| -> BTreeSet<String> {
+        creates.iter().map(|(_, hash)| hash.clone()).collect()
+    };
+    assert_eq!(hashes(&on_proxy).len() as u64, total, "no two shares alike");
+    assert_eq!(hashes(&on_proxy), hashes(&on_upstream));
+
+    proxy.pool.shutdown().await;
+    upstream.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_a_lost_upstreams_jobs_earn_nothing_and_mining_resumes_on_its_return() {
+    let upstream = Stack::start_configured("proxy-sv2-restart-upstream", |config| {
+        config.bitcoind.template_poll_ms = 600_000;
+    })
+    .await;
+    // The upstream comes back on the same port.
+    let mut upstream = Stack {
+        config: PoolConfig {
+            listen_address: upstream.pool.sv2_address(),
+            ..upstream.config.clone()
+        },
+        ..upstream
+    };
+    let proxy = Proxy::start(&upstream, "proxy-sv2-restart").await;
+    let mut miner = Miner::open_at(proxy.pool.sv2_address(), KEY, 1.0).await;
+    mine_accepted(&mut miner, 1).await;
+    proxy.wait_for_upstream_answers(1).await;
+
+    upstream.pool.shutdown().await;
+    let metrics = proxy.pool.metrics().clone();
+    wait_for("the proxy to see the upstream gone", async || {
+        metrics.upstream.connected.get() == 0
+    })
+    .await;
+    let credited = metrics.shares_accepted.get();
+    let (reply, _) = miner.submit_valid_share().await;
+    assert_eq!(error_code(&reply), "stale-share");
+    assert_eq!(
+        metrics.shares_accepted.get(),
+        credited,
+        "a share for a lost upstream is not credited"
+    );
+
+    upstream.pool = Pool::start(upstream.config.clone())
+        .await
+        .expect("the upstream starts again on its port");
+    // A clean job from the new session, then shares count again.
+    loop {
+        if let MiningOwned::SetNewPrevHash(_) = miner.next_mining().await {
+            break;
+        }
+    }
+    mine_accepted(&mut miner, 2).await;
+    proxy.wait_for_upstream_answers(3).await;
+    assert_eq!(metrics.upstream.sessions.get(), 2);
+    assert_eq!(metrics.upstream.accepted.get(), 3);
+    assert_eq!(metrics.shares_accepted.get(), credited + 2);
+    let on_proxy = creates(&upstream.redis_url, &proxy.stream).await;
+    assert_eq!(on_proxy.len(), 3);
+
+    proxy.pool.shutdown().await;
+    upstream.pool.shutdown().await;
+}
