@@ -82,6 +82,15 @@ impl ShareWork {
             .find(|work| work.target() <= target)
     }
 
+    /// The most work whose target is no harder than `target`: the smallest power-of-two target
+    /// at or above it. `None` if `target` is easier than [`ShareWork::MIN`]'s.
+    pub fn at_or_above(target: Target) -> Option<Self> {
+        (Self::MIN.0..=Self::MAX.0)
+            .rev()
+            .map(ShareWork)
+            .find(|work| work.target() >= target)
+    }
+
     /// The work of `target` if it is exactly one of the power-of-two targets, else `None`.
     pub fn of_target(target: Target) -> Option<Self> {
         Self::at_or_below(target).filter(|work| work.target() == target)
@@ -186,6 +195,7 @@ mod tests {
             just_above[first_zero_byte] += 1;
             assert!(Target::from_le_bytes(just_above) > target);
             assert_eq!(ShareWork::at_or_below(target), Some(work));
+            assert_eq!(ShareWork::at_or_above(target), Some(work));
             assert_eq!(ShareWork::of_target(target), Some(work));
             // One hash fewer meeting it: not a power-of-two target.
             let mut just_below = target.to_le_bytes();
@@ -341,6 +351,21 @@ mod tests {
                 if let Some(easier) = ShareWork::from_log2(work.log2() - 1) {
                     prop_assert!(easier.target() > target);
                 }
+            }
+        }
+
+        #[test]
+        fn capping_at_a_target_never_makes_it_harder(target in any::<[u8; 32]>()) {
+            let target = Target::from_le_bytes(target);
+            match ShareWork::at_or_above(target) {
+                Some(work) => {
+                    prop_assert!(work.target() >= target);
+                    // And it is the hardest such: the next harder power of two is below.
+                    if let Some(harder) = ShareWork::from_log2(work.log2() + 1) {
+                        prop_assert!(harder.target() < target);
+                    }
+                }
+                None => prop_assert!(ShareWork::MIN.target() < target),
             }
         }
     }

@@ -125,9 +125,19 @@ impl ChannelKind {
     /// target easier than the minimum, whatever hashrate or `max_target` it announced. `None`
     /// (target unchanged) when the `max_target` is harder than any power of two the unit
     /// expresses.
-    pub(super) fn settle_target(&mut self, minimum: ShareWork) -> Option<ShareWork> {
+    ///
+    /// A proxy also passes its upstream's work as `cap`: a share the upstream would take is
+    /// then always one the miner sends, so every upstream share is forwarded (the minimum and
+    /// the miner's own limit still win over the cap).
+    pub(super) fn settle_target(
+        &mut self,
+        minimum: ShareWork,
+        cap: Option<ShareWork>,
+    ) -> Option<ShareWork> {
         let miners_limit = ShareWork::at_or_below(self.requested_max_target())?;
-        let work = ShareWork::nearest(self.target())
+        let nearest = ShareWork::nearest(self.target());
+        let work = cap
+            .map_or(nearest, |cap| nearest.min(cap))
             .max(minimum)
             .max(miners_limit);
         let set = match self {

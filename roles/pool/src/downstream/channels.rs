@@ -141,7 +141,7 @@ impl Downstream {
     /// The channel with its target settled on a power of two (see
     /// [`ChannelKind::settle_target`]), or the code to refuse it with.
     fn settled(&self, mut kind: ChannelKind) -> Result<ChannelKind, &'static str> {
-        kind.settle_target(self.context.minimum_share_work)
+        kind.settle_target(self.context.minimum_share_work, self.upstream_work())
             .ok_or(ERROR_CODE_OPEN_MINING_CHANNEL_MAX_TARGET_OUT_OF_RANGE)?;
         Ok(kind)
     }

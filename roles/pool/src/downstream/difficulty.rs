@@ -11,6 +11,7 @@ impl Downstream {
         let channel_id = update.channel_id;
         let max_target = Target::from_le_bytes(update.maximum_target.to_array());
         let minimum = self.context.minimum_share_work;
+        let cap = self.upstream_work();
         let result = match self.channels.get_mut(&channel_id) {
             // Refused before anything changes: no power of two the unit expresses is that hard.
             Some(_) if ShareWork::at_or_below(max_target).is_none() => {
@@ -28,7 +29,7 @@ impl Downstream {
                 updated.and_then(|()| {
                     channel
                         .kind
-                        .settle_target(minimum)
+                        .settle_target(minimum, cap)
                         .map(|_| ())
                         .ok_or(ERROR_CODE_UPDATE_CHANNEL_MAX_TARGET_OUT_OF_RANGE)
                 })
@@ -49,6 +50,7 @@ impl Downstream {
 
     pub(super) async fn run_vardiff(&mut self) -> Result<(), CloseReason> {
         let ids: Vec<u32> = self.channels.keys().copied().collect();
+        let cap = self.upstream_work();
         for channel_id in ids {
             let channel = self.channels.get_mut(&channel_id).expect("channel exists");
             let (hashrate, target, spm) = match &channel.kind {
@@ -72,12 +74,18 @@ impl Downstream {
             };
             // Vardiff moves the target too: back onto a power of two, never under the minimum.
             let minimum = self.context.minimum_share_work;
-            if updated && channel.kind.settle_target(minimum).is_some() {
+            if updated && channel.kind.settle_target(minimum, cap).is_some() {
                 tracing::debug!(channel_id, hashrate = new_hashrate, "vardiff: new target");
                 self.retarget(channel_id).await?;
             }
         }
         Ok(())
+    }
+
+    /// A proxy's cap on its channels' work: the upstream's target as a power of two.
+    pub(super) fn upstream_work(&self) -> Option<ShareWork> {
+        let job = self.work.as_ref()?.upstream()?;
+        ShareWork::at_or_above(job.upstream_target)
     }
 
     /// Tells the miner its channel's new target and gives it a job made with that target (a

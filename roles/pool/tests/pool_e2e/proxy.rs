@@ -204,3 +204,130 @@ async fn shares_on_a_lost_upstreams_jobs_earn_nothing_and_mining_resumes_on_its_
     proxy.pool.shutdown().await;
     upstream.pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_and_grouped_channels_on_a_proxy_roll_their_own_slice_of_the_upstream_extranonce()
+{
+    use super::extended_work::ExtendedTracker;
+    use stratum_apps::stratum_core::mining_sv2::{
+        OpenExtendedMiningChannelOwned, SubmitSharesExtendedOwned,
+    };
+
+    let upstream = Stack::start_on_one_tip("proxy-sv2-extended-upstream").await;
+    let proxy = Proxy::start(&upstream, "proxy-sv2-extended").await;
+    // A device taking extended jobs: one extended channel, one standard channel (grouped).
+    let (mut connection, _) =
+        super::version_rolling::connect_with_flags_at(proxy.pool.sv2_address(), 0).await;
+    connection
+        .send_mining(MiningOwned::OpenExtendedMiningChannel(
+            OpenExtendedMiningChannelOwned {
+                request_id: 1,
+                user_identity: KEY.to_owned().try_into().unwrap(),
+                nominal_hash_rate: 1.0,
+                max_target: [0xff; 32].into(),
+                min_extranonce_size: 4,
+            },
+        ))
+        .await
+        .unwrap();
+    let opened = loop {
+        if let AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(opened)) =
+            connection.recv().await.unwrap()
+        {
+            break opened;
+        }
+    };
+    let mut tracker = ExtendedTracker::new(opened.channel_id);
+    while tracker.work().is_none() {
+        if let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() {
+            tracker.on_message(&message);
+        }
+    }
+    let work = tracker.work().unwrap().clone();
+    let prefix = opened.extranonce_prefix.as_bytes().to_vec();
+    let target = Target::from_le_bytes(opened.target.to_array());
+    let shares: Vec<SubmitSharesExtendedOwned> = (0..3u8)
+        .map(|share| {
+            let rolled = vec![share; usize::from(opened.extranonce_size)];
+            let extranonce = [prefix.as_slice(), &rolled].concat();
+            let nonce = find_nonce(|nonce| {
+                target.is_met_by(
+                    work.header(&extranonce, work.job.version, nonce)
+                        .block_hash(),
+                )
+            });
+            SubmitSharesExtendedOwned {
+                channel_id: opened.channel_id,
+                sequence_number: u32::from(share),
+                job_id: work.job.job_id,
+                nonce,
+                ntime: work.ntime,
+                version: work.job.version,
+                extranonce: rolled.try_into().unwrap(),
+            }
+        })
+        .collect();
+    let replies = super::version_rolling::submit_extended_all(&mut connection, shares).await;
+    for reply in &replies {
+        assert!(
+            matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+            "{reply:?}"
+        );
+    }
+
+    // A standard channel of the same device mines the group channel's job.
+    let grouped = connection
+        .open_standard(2, SECOND_MINER, 1.0)
+        .await
+        .unwrap()
+        .expect("the channel opens");
+    assert_ne!(grouped.group_channel_id, 0);
+    let mut group = ExtendedTracker::new(grouped.group_channel_id);
+    while group.work().is_none() {
+        if let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() {
+            group.on_message(&message);
+        }
+    }
+    let group_work = group.work().unwrap().clone();
+    let grouped_prefix = grouped.extranonce_prefix.as_bytes().to_vec();
+    let grouped_target = Target::from_le_bytes(grouped.target.to_array());
+    let nonce = find_nonce(|nonce| {
+        grouped_target.is_met_by(
+            group_work
+                .header(&grouped_prefix, group_work.job.version, nonce)
+                .block_hash(),
+        )
+    });
+    connection
+        .send_mining(MiningOwned::SubmitSharesStandard(
+            stratum_apps::stratum_core::mining_sv2::SubmitSharesStandard {
+                channel_id: grouped.channel_id,
+                sequence_number: 0,
+                job_id: group_work.job.job_id,
+                nonce,
+                ntime: group_work.ntime,
+                version: group_work.job.version,
+            },
+        ))
+        .await
+        .unwrap();
+    proxy.wait_for_upstream_answers(4).await;
+    let metrics = proxy.pool.metrics();
+    assert_eq!(
+        (
+            metrics.upstream.accepted.get(),
+            metrics.upstream.rejected.get()
+        ),
+        (4, 0)
+    );
+    let upstream_quotes = upstream.pool.quote_metrics().clone();
+    wait_for("the upstream's quotes published", async || {
+        upstream_quotes.published.load(Ordering::Relaxed) == 8
+    })
+    .await;
+    let on_upstream = creates(&upstream.redis_url, &upstream.stream).await;
+    assert_eq!(on_upstream.len(), 4);
+    assert!(on_upstream.iter().all(|(owner, _)| owner == OPERATOR));
+    proxy.pool.shutdown().await;
+    upstream.pool.shutdown().await;
+}

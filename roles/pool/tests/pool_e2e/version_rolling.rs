@@ -24,11 +24,17 @@ const TEST_DEVICE: Device = Device {
 
 /// A connection set up with `flags`; returns the pool's SetupConnection.Success flags.
 pub(super) async fn connect_with_flags(stack: &Stack, flags: u32) -> (PoolConnection, u32) {
+    connect_with_flags_at(stack.pool.sv2_address(), flags).await
+}
+
+pub(super) async fn connect_with_flags_at(
+    address: std::net::SocketAddr,
+    flags: u32,
+) -> (PoolConnection, u32) {
     let authority = PoolConfig::default().authority.public_key;
-    let mut connection =
-        PoolConnection::connect(&stack.pool.sv2_address().to_string(), Some(authority))
-            .await
-            .unwrap();
+    let mut connection = PoolConnection::connect(&address.to_string(), Some(authority))
+        .await
+        .unwrap();
     let flags = connection
         .setup(flags, &TEST_DEVICE)
         .await
@@ -39,7 +45,7 @@ pub(super) async fn connect_with_flags(stack: &Stack, flags: u32) -> (PoolConnec
 /// Sends an extended share; returns the pool's answer to it (skipping job updates).
 /// Sends `shares` at once (so they are all answered on the current tip, though the first may be
 /// a block) and returns the pool's answers in order.
-async fn submit_extended_all(
+pub(super) async fn submit_extended_all(
     connection: &mut PoolConnection,
     shares: Vec<SubmitSharesExtendedOwned>,
 ) -> Vec<MiningOwned> {
