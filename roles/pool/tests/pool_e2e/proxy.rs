@@ -19,14 +19,36 @@ struct Proxy {
     _dir: TempDir,
 }
 
+/// An upstream entry for the hashpool pool at `address`, crediting [`OPERATOR`].
+fn upstream_at(address: std::net::SocketAddr) -> UpstreamConfig {
+    UpstreamConfig {
+        url: format!("stratum2+tcp://{address}"),
+        authority_public_key: Some(PoolConfig::default().authority.public_key),
+        user_identity: format!("{OPERATOR}.proxy"),
+        // The least a channel can be asked for: the upstream's minimum target, so every share
+        // credited on the proxy is also worth forwarding.
+        nominal_hashrate: 1.0,
+    }
+}
+
 impl Proxy {
     async fn start(upstream: &Stack, test: &str) -> Self {
+        Self::start_on(
+            &upstream.node,
+            vec![upstream_at(upstream.pool.sv2_address())],
+            test,
+        )
+        .await
+    }
+
+    /// A proxy of `upstreams`, in order; `node` only gives the (unused) bitcoind settings.
+    async fn start_on(node: &Bitcoind, upstreams: Vec<UpstreamConfig>, test: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stream = format!("{}quotes", unique_redis_prefix(test));
         let mut config = PoolConfig::ephemeral(
             dir.path(),
-            upstream.node.rpc_url(),
-            upstream.node.cookie_file(),
+            node.rpc_url(),
+            node.cookie_file(),
             regtest_address().to_string(),
             stream.clone(),
         );
@@ -34,14 +56,8 @@ impl Proxy {
         config.proxy = Some(ProxyConfig {
             reconnect_delay_ms: 20,
             max_reconnect_delay_ms: 200,
-            upstreams: vec![UpstreamConfig {
-                url: format!("stratum2+tcp://{}", upstream.pool.sv2_address()),
-                authority_public_key: Some(PoolConfig::default().authority.public_key),
-                user_identity: format!("{OPERATOR}.proxy"),
-                // The least a channel can be asked for: the upstream's minimum target, so every
-                // share credited on the proxy is also worth forwarding.
-                nominal_hashrate: 1.0,
-            }],
+            attempts_per_upstream: 2,
+            upstreams,
             ..ProxyConfig::default()
         });
         let pool = Pool::start(config).await.expect("the proxy starts");
@@ -330,4 +346,134 @@ async fn extended_and_grouped_channels_on_a_proxy_roll_their_own_slice_of_the_up
     assert!(on_upstream.iter().all(|(owner, _)| owner == OPERATOR));
     proxy.pool.shutdown().await;
     upstream.pool.shutdown().await;
+}
+
+/// A second solo pool on `stack`'s bitcoind, on a stream of its own.
+async fn second_upstream(stack: &Stack, test: &str) -> (Pool, String) {
+    let stream = format!("{}quotes", unique_redis_prefix(test));
+    let mut config = stack.config.clone();
+    config.redis.stream = stream.clone();
+    config.redis.publisher_id = Some(test.to_owned());
+    config.listen_address = "127.0.0.1:0".parse().unwrap();
+    config.http_address = "127.0.0.1:0".parse().unwrap();
+    (
+        Pool::start(config)
+            .await
+            .expect("the second upstream starts"),
+        stream,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_moves_to_the_next_upstream_when_the_first_is_gone() {
+    let first = Stack::start_on_one_tip("proxy-failover-first").await;
+    let (second, second_stream) = second_upstream(&first, "proxy-failover-second").await;
+    let proxy = Proxy::start_on(
+        &first.node,
+        vec![
+            upstream_at(first.pool.sv2_address()),
+            upstream_at(second.sv2_address()),
+        ],
+        "proxy-failover",
+    )
+    .await;
+    let mut miner = Miner::open_at(proxy.pool.sv2_address(), KEY, 1.0).await;
+    mine_accepted(&mut miner, 1).await;
+    proxy.wait_for_upstream_answers(1).await;
+    assert_eq!(creates(&first.redis_url, &first.stream).await.len(), 1);
+
+    first.pool.shutdown().await;
+    // Two failed attempts at the first, then the second: a clean job from it.
+    loop {
+        if let MiningOwned::SetNewPrevHash(_) = miner.next_mining().await {
+            break;
+        }
+    }
+    mine_accepted(&mut miner, 2).await;
+    proxy.wait_for_upstream_answers(3).await;
+    let metrics = proxy.pool.metrics();
+    assert_eq!(metrics.upstream.sessions.get(), 2);
+    assert_eq!(metrics.upstream.accepted.get(), 3);
+    let quotes = second.quote_metrics().clone();
+    wait_for("the second upstream's quotes", async || {
+        quotes.published.load(Ordering::Relaxed) == 4
+    })
+    .await;
+    let on_second = creates(&first.redis_url, &second_stream).await;
+    assert_eq!(on_second.len(), 2);
+    assert!(on_second.iter().all(|(owner, _)| owner == OPERATOR));
+    let text = http_get(proxy.pool.http_address(), "/metrics").await;
+    assert!(
+        text.contains("hashpool_pool_upstream_failures_total{reason=\"connection\"}"),
+        "{text}"
+    );
+    proxy.pool.shutdown().await;
+    second.shutdown().await;
+}
+
+/// An Sv2 "upstream" that completes the Noise handshake, reads SetupConnection and answers
+/// with an undecodable frame; counts the connections it took.
+async fn garbage_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use super::oversize::AnnouncedFrame;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            let authority = PoolConfig::default().authority;
+            let Ok((mut reader, mut writer)) = hashpool_pool::noise::accept(
+                tcp,
+                authority.public_key,
+                authority.secret_key,
+                Duration::from_secs(60),
+                hashpool_pool::downstream::MAX_PAYLOAD,
+            )
+            .await
+            else {
+                continue;
+            };
+            let _setup = reader.read_frame().await;
+            // NewExtendedMiningJob (0x1f) with three bytes: no such message decodes.
+            let _ = writer
+                .write_frame(AnnouncedFrame {
+                    message_type: 0x1f,
+                    announced: 3,
+                    sent: vec![1, 2, 3],
+                })
+                .await;
+        }
+    });
+    (address, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_upstream_closes_only_the_upstream_connection() {
+    let node = Bitcoind::start().unwrap();
+    let (address, accepted) = garbage_upstream().await;
+    let proxy = Proxy::start_on(&node, vec![upstream_at(address)], "proxy-garbage").await;
+    let mut connection = miner_at(proxy.pool.sv2_address()).await;
+    connection
+        .open_standard(1, KEY, 1.0)
+        .await
+        .unwrap()
+        .expect("the channel opens without work");
+    wait_for("the proxy to reconnect after the garbage", async || {
+        accepted.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let text = http_get(proxy.pool.http_address(), "/metrics").await;
+    assert!(
+        text.contains("hashpool_pool_upstream_failures_total{reason=\"protocol\"}"),
+        "{text}"
+    );
+    // The miner never noticed: its connection still answers.
+    connection
+        .open_standard(2, KEY, 1.0)
+        .await
+        .unwrap()
+        .expect("a second channel opens");
+    proxy.pool.shutdown().await;
 }
