@@ -217,6 +217,29 @@ pub struct ProxyConfig {
     /// Failed connections in a row before moving on to the next upstream.
     pub attempts_per_upstream: u32,
     pub upstreams: Vec<UpstreamConfig>,
+    /// Under the payout-epoch policy: how the upstream's blocks are recognised on the chain.
+    pub blocks: UpstreamBlocksConfig,
+}
+
+/// A block whose coinbase scriptSig carries one of `coinbase_tags`, or that pays one of
+/// `payout_addresses`, is the upstream's: it closes the open payout epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamBlocksConfig {
+    pub coinbase_tags: Vec<String>,
+    pub payout_addresses: Vec<String>,
+    /// How often bitcoind's tip is looked at.
+    pub poll_ms: u64,
+}
+
+impl Default for UpstreamBlocksConfig {
+    fn default() -> Self {
+        Self {
+            coinbase_tags: Vec::new(),
+            payout_addresses: Vec::new(),
+            poll_ms: 500,
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -228,6 +251,7 @@ impl Default for ProxyConfig {
             max_reconnect_delay_ms: 30_000,
             attempts_per_upstream: 3,
             upstreams: Vec::new(),
+            blocks: UpstreamBlocksConfig::default(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Redis beside its creates (see [`ehash::epoch_totals_key`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -46,16 +46,28 @@ pub struct ClosedEpoch {
     pub height: Option<u64>,
 }
 
+/// The last block a proxy's upstream-block watch looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCursor {
+    pub height: u64,
+    pub block_hash: BlockHash,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct EpochState {
     open: u64,
     closed: Vec<ClosedEpoch>,
+    /// Proxy mode: blocks up to here were looked at (see `upstream::blocks`).
+    #[serde(default)]
+    scan_cursor: Option<ScanCursor>,
 }
 
 /// The open epoch (read on every share, so an atomic) and the closed ones, kept in a file.
 pub struct EpochBook {
     path: PathBuf,
     open: AtomicU64,
+    /// Whether a share was credited in the open epoch (a proxy closes no empty epoch).
+    open_has_shares: AtomicBool,
     /// Serializes closes; the file always holds this state.
     state: Mutex<EpochState>,
 }
@@ -72,6 +84,7 @@ impl EpochBook {
                 let state = EpochState {
                     open: 1,
                     closed: Vec::new(),
+                    scan_cursor: None,
                 };
                 write(path, &state)?;
                 state
@@ -87,8 +100,74 @@ impl EpochBook {
         Ok(Self {
             path: path.to_owned(),
             open: AtomicU64::new(state.open),
+            // A proxy reads the truth from Redis at start (see `note_shares`); solo pools
+            // close on their own blocks, which always carry a share.
+            open_has_shares: AtomicBool::new(true),
             state: Mutex::new(state),
         })
+    }
+
+    /// A share was credited in the open epoch (or, at start, whether any was).
+    pub fn note_shares(&self, any: bool) {
+        self.open_has_shares.store(any, Ordering::SeqCst);
+    }
+
+    pub fn open_has_shares(&self) -> bool {
+        self.open_has_shares.load(Ordering::SeqCst)
+    }
+
+    pub fn scan_cursor(&self) -> Option<ScanCursor> {
+        self.state.lock().expect("epoch book lock").scan_cursor
+    }
+
+    /// Records how far the upstream-block watch has looked, when no block closed an epoch.
+    pub fn advance_cursor(&self, cursor: ScanCursor) -> Result<(), EpochError> {
+        let mut state = self.state.lock().expect("epoch book lock");
+        let mut next = state.clone();
+        next.scan_cursor = Some(cursor);
+        write(&self.path, &next)?;
+        *state = next;
+        Ok(())
+    }
+
+    /// Proxy mode: the upstream pool found `block_hash`; closes the open epoch at it and moves
+    /// the cursor there, in one write. A block that already closed an epoch closes nothing (so
+    /// rescans and restarts close one epoch per block), and neither does a block found while the
+    /// open epoch has no share: its payout goes to the oldest unpaid epoch.
+    pub fn close_for_upstream(
+        &self,
+        cursor: ScanCursor,
+    ) -> Result<Option<ClosedEpoch>, EpochError> {
+        let mut state = self.state.lock().expect("epoch book lock");
+        let mut next = state.clone();
+        next.scan_cursor = Some(cursor);
+        let seen = state
+            .closed
+            .iter()
+            .any(|closed| closed.block_hash == cursor.block_hash);
+        let closed = (!seen && self.open_has_shares()).then(|| ClosedEpoch {
+            epoch: state.open,
+            block_hash: cursor.block_hash,
+            height: Some(cursor.height),
+        });
+        if let Some(closed) = &closed {
+            next.closed.push(closed.clone());
+            next.open += 1;
+        }
+        write(&self.path, &next)?;
+        *state = next;
+        match &closed {
+            Some(closed) => {
+                self.open.store(state.open, Ordering::SeqCst);
+                self.note_shares(false);
+                tracing::info!(epoch = closed.epoch, block_hash = %cursor.block_hash, height = cursor.height, "payout epoch closed by the upstream's block");
+            }
+            None if !seen => {
+                tracing::warn!(block_hash = %cursor.block_hash, height = cursor.height, "the upstream found a block while the open epoch has no share: nothing closed")
+            }
+            None => {}
+        }
+        Ok(closed)
     }
 
     /// The epoch a share accepted now is credited in.
@@ -164,6 +243,32 @@ mod tests {
             "a restart does not move the open epoch"
         );
         assert_eq!(reopened.closed(), vec![closed]);
+    }
+
+    #[test]
+    fn an_upstream_block_closes_one_epoch_once_and_never_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epochs.json");
+        let book = EpochBook::open(&path).unwrap();
+        let at = |height: u64, byte: u8| ScanCursor {
+            height,
+            block_hash: BlockHash::from_byte_array([byte; 32]),
+        };
+        let closed = book.close_for_upstream(at(200, 7)).unwrap().unwrap();
+        assert_eq!((closed.epoch, closed.height), (1, Some(200)));
+        assert_eq!(book.current(), 2);
+        // Epoch 2 has no share yet: the next upstream block closes nothing.
+        assert_eq!(book.close_for_upstream(at(201, 8)).unwrap(), None);
+        book.note_shares(true);
+        // The same block seen again (a rescan) closes nothing either.
+        assert_eq!(book.close_for_upstream(at(200, 7)).unwrap(), None);
+        assert_eq!(book.current(), 2);
+        drop(book);
+
+        let reopened = EpochBook::open(&path).unwrap();
+        assert_eq!(reopened.scan_cursor(), Some(at(200, 7)));
+        assert_eq!(reopened.closed().len(), 1);
+        assert_eq!(reopened.close_for_upstream(at(200, 7)).unwrap(), None);
     }
 
     #[test]

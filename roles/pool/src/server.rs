@@ -23,7 +23,7 @@ use crate::epochs::{EpochBook, EpochError};
 use crate::metrics::PoolMetrics;
 use crate::payout::PayoutDesk;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
-use crate::upstream::{Upstream, UpstreamHandle};
+use crate::upstream::{Upstream, UpstreamBlockMatcher, UpstreamBlockWatch, UpstreamHandle};
 use crate::work::Work;
 
 /// Extranonce bytes in every coinbase: a 2-byte channel index, then 8 the miner rolls (what
@@ -63,6 +63,7 @@ pub struct Pool {
     tasks: Vec<JoinHandle<()>>,
     publisher: QuotePublisher,
     _feed: Option<TemplateFeed>,
+    _upstream_blocks: Option<UpstreamBlockWatch>,
 }
 
 /// Where the channels' work comes from, and what goes with it.
@@ -90,6 +91,12 @@ impl Pool {
         let source = match &config.proxy {
             Some(proxy) => proxy_source(proxy, &metrics, &shutdown_rx),
             None => solo_source(&config, &metrics, &epochs, &shutdown_rx).await?,
+        };
+        let upstream_blocks = match (&config.proxy, &epochs) {
+            (Some(proxy), Some(epochs)) => {
+                Some(watch_upstream_blocks(&config, proxy, epochs).await?)
+            }
+            _ => None,
         };
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
@@ -136,6 +143,7 @@ impl Pool {
             tasks,
             publisher,
             _feed: source.feed,
+            _upstream_blocks: upstream_blocks,
         })
     }
 
@@ -145,6 +153,11 @@ impl Pool {
 
     pub fn http_address(&self) -> SocketAddr {
         self.http_address
+    }
+
+    /// The payout epochs, under the payout-epoch policy.
+    pub fn epochs(&self) -> Option<&Arc<EpochBook>> {
+        self.context.epochs.as_ref()
     }
 
     pub fn metrics(&self) -> &Arc<PoolMetrics> {
@@ -211,6 +224,66 @@ fn proxy_source(
         blocks: None,
         upstream: Some(handle),
         tasks: vec![task],
+    }
+}
+
+/// Proxy mode, payout epochs: the upstream's blocks on the chain close epochs.
+async fn watch_upstream_blocks(
+    config: &PoolConfig,
+    proxy: &ProxyConfig,
+    epochs: &Arc<EpochBook>,
+) -> Result<UpstreamBlockWatch, PoolError> {
+    let rpc = Arc::new(chain::BitcoindRpc::connect(&config.bitcoind).await?);
+    let matcher = UpstreamBlockMatcher {
+        coinbase_tags: proxy
+            .blocks
+            .coinbase_tags
+            .iter()
+            .map(|tag| tag.as_bytes().to_vec())
+            .collect(),
+        payout_scripts: proxy
+            .blocks
+            .payout_addresses
+            .iter()
+            .map(|address| chain::payout_script(address))
+            .collect::<Result<_, _>>()?,
+    };
+    epochs.note_shares(open_epoch_has_shares(&config.redis, epochs.current()).await);
+    Ok(UpstreamBlockWatch::start(
+        rpc,
+        matcher,
+        epochs.clone(),
+        Duration::from_millis(proxy.blocks.poll_ms),
+    ))
+}
+
+/// Whether the open epoch holds a create, from its totals beside the stream. `false` when Redis
+/// cannot say: an empty epoch closed by mistake could never be paid, while a full one left open
+/// only waits for the next block (and the next share credited marks it anyway).
+async fn open_epoch_has_shares(redis: &RedisConfig, epoch: u64) -> bool {
+    let key = ehash::epoch_totals_key(&redis.stream, epoch);
+    let quotes = async {
+        let client = redis::Client::open(redis.url.as_str())?;
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("HGET")
+            .arg(&key)
+            .arg("quotes")
+            .query_async::<Option<u64>>(&mut connection)
+            .await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), quotes).await {
+        Ok(Ok(quotes)) => quotes.unwrap_or(0) > 0,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, epoch, "cannot read the open epoch's totals; counting it empty until a share");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                epoch,
+                "Redis did not answer for the open epoch's totals; counting it empty until a share"
+            );
+            false
+        }
     }
 }
 

@@ -214,7 +214,13 @@ impl Downstream {
                 job_id,
                 template_id: job.template_id,
                 epoch: match &self.context.epochs {
-                    Some(epochs) => epochs.current(),
+                    Some(epochs) => {
+                        // Noted before the epoch is read: a close in between leaves the share
+                        // in an epoch not marked as holding one, which at worst waits for the
+                        // next upstream block, never an empty epoch marked as full.
+                        epochs.note_shares(true);
+                        epochs.current()
+                    }
                     None => job.height,
                 },
                 accepted_at: unix_now(),

@@ -6,6 +6,7 @@
 //! upstream going away, except that shares on a dead upstream's jobs are refused as stale and
 //! credited nothing: they can earn nothing upstream either.
 
+mod blocks;
 mod job;
 mod sv2;
 
@@ -19,6 +20,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use blocks::{UpstreamBlockMatcher, UpstreamBlockWatch};
 pub use job::{bip34_height, JobError, UpstreamJob};
 
 use crate::config::{ProxyConfig, UpstreamConfig};

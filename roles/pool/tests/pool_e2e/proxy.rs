@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use hashpool_pool::config::{ProxyConfig, UpstreamConfig};
+use hashpool_pool::config::{ProxyConfig, UpstreamBlocksConfig, UpstreamConfig};
 
 use super::*;
 
@@ -41,8 +41,17 @@ impl Proxy {
         .await
     }
 
-    /// A proxy of `upstreams`, in order; `node` only gives the (unused) bitcoind settings.
+    /// A proxy of `upstreams`, in order, on `node`'s bitcoind.
     async fn start_on(node: &Bitcoind, upstreams: Vec<UpstreamConfig>, test: &str) -> Self {
+        Self::start_configured(node, upstreams, test, |_| {}).await
+    }
+
+    async fn start_configured(
+        node: &Bitcoind,
+        upstreams: Vec<UpstreamConfig>,
+        test: &str,
+        configure: impl FnOnce(&mut PoolConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stream = format!("{}quotes", unique_redis_prefix(test));
         let mut config = PoolConfig::ephemeral(
@@ -60,6 +69,7 @@ impl Proxy {
             upstreams,
             ..ProxyConfig::default()
         });
+        configure(&mut config);
         let pool = Pool::start(config).await.expect("the proxy starts");
         Self {
             pool,
@@ -476,4 +486,86 @@ async fn garbage_from_the_upstream_closes_only_the_upstream_connection() {
         .unwrap()
         .expect("a second channel opens");
     proxy.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstreams_block_closes_exactly_one_epoch_on_the_proxy() {
+    let upstream = Stack::start_on_one_tip("proxy-epoch-upstream").await;
+    let dir = tempfile::tempdir().unwrap();
+    let epochs_file = dir.path().join("epochs.json");
+    let proxy = Proxy::start_configured(
+        &upstream.node,
+        vec![upstream_at(upstream.pool.sv2_address())],
+        "proxy-epoch",
+        |config| {
+            config.release_policy = ehash::ReleasePolicy::PayoutEpoch;
+            config.payout.epochs_file = epochs_file.clone();
+            let proxy = config.proxy.as_mut().unwrap();
+            // The upstream's coinbase pays this address (so do the test's own blocks).
+            proxy.blocks = UpstreamBlocksConfig {
+                payout_addresses: vec![regtest_address().to_string()],
+                poll_ms: 20,
+                ..UpstreamBlocksConfig::default()
+            };
+        },
+    )
+    .await;
+    let epochs = proxy.pool.epochs().unwrap().clone();
+    let rpc = upstream.node.rpc();
+    let scanned_to_tip = async || {
+        let tip = rpc.get_best_block_hash().unwrap();
+        epochs
+            .scan_cursor()
+            .is_some_and(|cursor| cursor.block_hash == tip)
+    };
+    wait_for("the proxy to look at the chain", scanned_to_tip).await;
+    // Blocks from before the proxy ran closed nothing.
+    assert!(epochs.closed().is_empty());
+
+    // On regtest the share is also the upstream's block, accepted by bitcoind.
+    let mut miner = Miner::open_at(proxy.pool.sv2_address(), KEY, 1.0).await;
+    mine_accepted(&mut miner, 1).await;
+    wait_for("the upstream's block to close epoch 1", async || {
+        !epochs.closed().is_empty()
+    })
+    .await;
+    let closed = epochs.closed();
+    let tip = rpc.get_best_block_hash().unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].epoch, 1);
+    assert_eq!(closed[0].block_hash, tip, "closed at the upstream's block");
+    assert_eq!(closed[0].height, Some(rpc.get_block_count().unwrap()));
+    assert_eq!(epochs.current(), 2);
+
+    // A block of the upstream's while epoch 2 holds no share closes nothing.
+    upstream.node.mine(1).unwrap();
+    wait_for("the proxy to look at the block", scanned_to_tip).await;
+    assert_eq!(epochs.closed().len(), 1);
+    // Nor does a block that is not the upstream's, once epoch 2 has a share.
+    mine_accepted(&mut miner, 1).await;
+    let elsewhere = bitcoin::Address::from_str("bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+        .unwrap()
+        .assume_checked();
+    rpc.generate_to_address(1, &elsewhere).unwrap();
+    wait_for("the proxy to look at the block", scanned_to_tip).await;
+    assert_eq!(epochs.closed().len(), 1);
+    assert_eq!(epochs.current(), 2);
+
+    // The shares were credited in the epochs they were mined in.
+    let quotes = proxy.pool.quote_metrics().clone();
+    wait_for("the proxy's creates published", async || {
+        quotes.published.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    let epochs_of_creates: Vec<u64> = stream_messages(&upstream.redis_url, &proxy.stream)
+        .await
+        .into_iter()
+        .filter_map(|message| match message {
+            QuoteMessage::Create(create) => Some(create.epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(epochs_of_creates, [1, 2]);
+    proxy.pool.shutdown().await;
+    upstream.pool.shutdown().await;
 }
