@@ -260,13 +260,21 @@ impl Default for ProxyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// `stratum+tcp://host:port` (Stratum V1, as OCEAN and ckpool speak it) or
     /// `stratum2+tcp://host:port` (Stratum V2 over Noise).
     pub url: String,
-    /// The upstream's authority key; its certificate is checked against it.
+    /// Sv2: the upstream's authority key; its certificate is checked against it.
     pub authority_public_key: Option<Secp256k1PublicKey>,
-    /// Who the upstream credits: for a hashpool upstream, the operator's public key
-    /// (`pubkey[.worker]`).
+    /// Who the upstream credits: the Sv1 username (on OCEAN, the operator's payout address,
+    /// optionally `.worker`), or the Sv2 user identity (for a hashpool upstream, the operator's
+    /// public key, `pubkey[.worker]`).
     pub user_identity: String,
+    /// Sv1: the `mining.authorize` password (`x` when unset).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Sv1: a `mining.suggest_difficulty` to send after authorizing.
+    #[serde(default)]
+    pub suggest_difficulty: Option<f64>,
     /// The hashrate announced for the channel, in H/s.
     #[serde(default = "default_upstream_hashrate")]
     pub nominal_hashrate: f32,

@@ -3,46 +3,6 @@
 use serde_json::Value;
 use stratum_core::sv1_api::json_rpc::{self, JsonRpcError, Response};
 use stratum_core::sv1_api::methods::{Client2Server, MethodError};
-use thiserror::Error;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
-
-/// Why a miner's input ends its connection.
-#[derive(Debug, Error)]
-pub enum LineError {
-    #[error("line longer than {0} bytes")]
-    TooLong(usize),
-    #[error("line is not UTF-8")]
-    NotUtf8,
-    #[error("read failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Reads the next line (without its newline); `None` at end of stream. A line longer than `max`
-/// is an error without reading the rest, so a hostile peer cannot make us buffer without bound.
-pub async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> Result<Option<String>, LineError> {
-    let mut line = Vec::new();
-    let read = reader
-        .take(max as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .await?;
-    if read == 0 {
-        return Ok(None);
-    }
-    if line.last() == Some(&b'\n') {
-        line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-    } else if line.len() > max {
-        return Err(LineError::TooLong(max));
-    }
-    String::from_utf8(line)
-        .map(Some)
-        .map_err(|_| LineError::NotUtf8)
-}
 
 /// A line from a miner, classified.
 #[derive(Debug)]
@@ -133,27 +93,6 @@ pub fn encode(message: &json_rpc::Message) -> String {
 mod tests {
     use super::*;
     use proptest::strategy::Strategy;
-
-    #[tokio::test]
-    async fn lines_are_capped() {
-        let input = format!("short\r\n{}\nafter\n", "x".repeat(100));
-        let mut reader = tokio::io::BufReader::new(input.as_bytes());
-        assert_eq!(
-            read_line(&mut reader, 50).await.unwrap().as_deref(),
-            Some("short")
-        );
-        assert!(matches!(
-            read_line(&mut reader, 50).await,
-            Err(LineError::TooLong(50))
-        ));
-        let mut reader = tokio::io::BufReader::new(&b"\xff\xfe\n"[..]);
-        assert!(matches!(
-            read_line(&mut reader, 50).await,
-            Err(LineError::NotUtf8)
-        ));
-        let mut reader = tokio::io::BufReader::new(&b""[..]);
-        assert!(read_line(&mut reader, 50).await.unwrap().is_none());
-    }
 
     proptest::proptest! {
         /// Whatever a miner sends, classification answers and never panics.

@@ -3,6 +3,7 @@
 mod backoff;
 mod config;
 mod cookie;
+pub mod lines;
 mod logging;
 pub mod metrics;
 mod net;

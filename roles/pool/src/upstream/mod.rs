@@ -7,10 +7,11 @@
 //! credited nothing: they can earn nothing upstream either.
 
 mod blocks;
+mod channel;
 mod job;
+mod sv1;
 mod sv2;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,14 +31,13 @@ use crate::work::Work;
 /// Shares waiting for the upstream task; beyond this, forwards are dropped (and counted) rather
 /// than ever holding up a miner.
 const FORWARD_QUEUE: usize = 4096;
-/// Submitted shares remembered for the upstream's answer; an upstream that never answers makes
-/// the oldest be forgotten (uncounted) rather than grow the map.
-const PENDING_KEPT: usize = 65_536;
 
 #[derive(Debug, Error)]
 pub enum UpstreamError {
-    #[error("upstream url {0:?}: only stratum2+tcp://host:port is supported")]
+    #[error("upstream url {0:?}: expected stratum+tcp://host:port (Sv1) or stratum2+tcp://host:port (Sv2)")]
     Url(String),
+    #[error("connection: {0}")]
+    Io(String),
     #[error("connecting took longer than {0:?}")]
     ConnectTimeout(Duration),
     #[error(transparent)]
@@ -198,16 +198,25 @@ impl Upstream {
         shutdown: &mut watch::Receiver<bool>,
     ) -> SessionEnd {
         let connected = tokio::select! {
-            connected = sv2::Sv2Session::connect(upstream, session, &self.shared) => connected,
+            connected = Session::connect(upstream, session, &self.shared) => connected,
             () = stopped(shutdown) => return SessionEnd::Shutdown,
         };
         match connected {
-            Ok(sv2_session) => {
+            Ok(session) => {
                 self.shared.metrics.upstream.sessions.inc();
                 self.shared.metrics.upstream.connected.set(1);
-                sv2_session
-                    .run(&self.shared, &mut self.forwards, shutdown)
-                    .await
+                match session {
+                    Session::Sv1(session) => {
+                        session
+                            .run(&self.shared, &mut self.forwards, shutdown)
+                            .await
+                    }
+                    Session::Sv2(session) => {
+                        session
+                            .run(&self.shared, &mut self.forwards, shutdown)
+                            .await
+                    }
+                }
             }
             Err(reason) => SessionEnd::Lost {
                 gave_work: false,
@@ -224,6 +233,32 @@ impl Upstream {
     }
 }
 
+/// A connected upstream, by protocol.
+enum Session {
+    Sv1(Box<sv1::Sv1Session>),
+    Sv2(Box<sv2::Sv2Session>),
+}
+
+impl Session {
+    async fn connect(
+        upstream: &UpstreamConfig,
+        session: u64,
+        shared: &Shared,
+    ) -> Result<Self, UpstreamError> {
+        if let Some(address) = upstream.url.strip_prefix(sv2::URL_SCHEME) {
+            return Ok(Session::Sv2(Box::new(
+                sv2::Sv2Session::connect(address, upstream, session, shared).await?,
+            )));
+        }
+        if let Some(address) = upstream.url.strip_prefix(sv1::URL_SCHEME) {
+            return Ok(Session::Sv1(Box::new(
+                sv1::Sv1Session::connect(address, upstream, session, shared).await?,
+            )));
+        }
+        Err(UpstreamError::Url(upstream.url.clone()))
+    }
+}
+
 /// Why a session ended, and whether it got as far as giving the channels work.
 enum SessionEnd {
     Shutdown,
@@ -231,6 +266,16 @@ enum SessionEnd {
         gave_work: bool,
         reason: UpstreamError,
     },
+}
+
+impl SessionEnd {
+    /// A served session's end: `None` when the pool stopped it.
+    fn after(reason: Option<UpstreamError>, gave_work: bool) -> Self {
+        match reason {
+            None => SessionEnd::Shutdown,
+            Some(reason) => SessionEnd::Lost { gave_work, reason },
+        }
+    }
 }
 
 impl UpstreamError {
@@ -242,59 +287,9 @@ impl UpstreamError {
             UpstreamError::Client(hashpool_sv2_client::ClientError::Decode { .. })
             | UpstreamError::Client(hashpool_sv2_client::ClientError::Unexpected(_))
             | UpstreamError::Protocol(_) => "protocol",
-            UpstreamError::Client(_) => "connection",
+            UpstreamError::Client(_) | UpstreamError::Io(_) => "connection",
             UpstreamError::Refused(_) | UpstreamError::ExtranonceTooSmall { .. } => "refused",
             UpstreamError::ChannelClosed => "closed",
         }
-    }
-}
-
-/// Shares submitted upstream and not yet answered, by sequence number, with the miner each
-/// is counted for.
-#[derive(Debug, Default)]
-struct PendingShares {
-    by_sequence: BTreeMap<u32, String>,
-}
-
-impl PendingShares {
-    fn submitted(&mut self, sequence_number: u32, miner: String) {
-        self.by_sequence.insert(sequence_number, miner);
-        if self.by_sequence.len() > PENDING_KEPT {
-            self.by_sequence.pop_first();
-        }
-    }
-
-    /// The miner of a share the upstream refused.
-    fn rejected(&mut self, sequence_number: u32) -> Option<String> {
-        self.by_sequence.remove(&sequence_number)
-    }
-
-    /// The miners of every share up to `last_sequence_number` not refused: an acknowledgement
-    /// covers a batch.
-    fn accepted_through(&mut self, last_sequence_number: u32) -> Vec<String> {
-        let later = self
-            .by_sequence
-            .split_off(&last_sequence_number.saturating_add(1));
-        std::mem::replace(&mut self.by_sequence, later)
-            .into_values()
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_acknowledgement_accepts_its_batch_less_the_refused() {
-        let mut pending = PendingShares::default();
-        for (sequence, miner) in [(1, "a"), (2, "b"), (3, "a"), (4, "c")] {
-            pending.submitted(sequence, miner.to_owned());
-        }
-        assert_eq!(pending.rejected(2).as_deref(), Some("b"));
-        assert_eq!(pending.accepted_through(3), ["a", "a"]);
-        assert_eq!(pending.accepted_through(3), Vec::<String>::new());
-        assert_eq!(pending.accepted_through(u32::MAX), ["c"]);
-        assert_eq!(pending.rejected(2), None);
     }
 }

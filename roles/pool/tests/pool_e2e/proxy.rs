@@ -28,6 +28,8 @@ fn upstream_at(address: std::net::SocketAddr) -> UpstreamConfig {
         // The least a channel can be asked for: the upstream's minimum target, so every share
         // credited on the proxy is also worth forwarding.
         nominal_hashrate: 1.0,
+        password: None,
+        suggest_difficulty: None,
     }
 }
 
@@ -567,5 +569,101 @@ async fn the_upstreams_block_closes_exactly_one_epoch_on_the_proxy() {
         .collect();
     assert_eq!(epochs_of_creates, [1, 2]);
     proxy.pool.shutdown().await;
+    upstream.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_mines_to_an_sv1_upstream_through_its_translator() {
+    use hashpool_translator::config::{DownstreamConfig, UpstreamConfig as TranslatorUpstream};
+    use hashpool_translator::{Translator, TranslatorConfig};
+
+    let upstream = Stack::start_on_one_tip("proxy-sv1-upstream").await;
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream's Sv1 side: 4 bytes of extranonce1, 4 to roll, at the pool's minimum.
+    let translator = Translator::start(TranslatorConfig {
+        listen_address: "127.0.0.1:0".parse().unwrap(),
+        metrics_address: "127.0.0.1:0".parse().unwrap(),
+        log_dir: dir.path().to_owned(),
+        upstream: TranslatorUpstream {
+            address: upstream.pool.sv2_address().to_string(),
+            ..TranslatorUpstream::default()
+        },
+        downstream: DownstreamConfig {
+            initial_hashrate: 1.0,
+            minimum_difficulty: ehash::ShareWork::MIN.difficulty(),
+            ..DownstreamConfig::default()
+        },
+    })
+    .await
+    .expect("the translator starts");
+    let proxy = Proxy::start_configured(
+        &upstream.node,
+        vec![UpstreamConfig {
+            url: format!("stratum+tcp://{}", translator.sv1_address()),
+            authority_public_key: None,
+            ..upstream_at(upstream.pool.sv2_address())
+        }],
+        "proxy-sv1",
+        |config| {
+            // The translator leaves 4 bytes: 1 for the channel index, 3 for miners to roll.
+            let proxy = config.proxy.as_mut().unwrap();
+            proxy.extranonce_len = 4;
+            proxy.max_channels = 256;
+        },
+    )
+    .await;
+    let address = proxy.pool.sv2_address();
+    let mut first = Miner::open_at(address, &format!("{KEY}.rig"), 1.0).await;
+    let mut second = Miner::open_at(address, SECOND_MINER, 1.0).await;
+    let per_miner = 3;
+    mine_accepted(&mut first, per_miner).await;
+    mine_accepted(&mut second, per_miner).await;
+    mine_accepted(&mut first, per_miner).await;
+    let total = 3 * per_miner as u64;
+
+    // Sv1 difficulty 1 is 0xffff·2^208, not 2^224: the upstream's target is a hair harder than
+    // the proxy's power of two, so about one share in 65,536 is credited here and not forwarded.
+    let metrics = proxy.pool.metrics().clone();
+    wait_for("every forwarded share answered", async || {
+        let forwarded = metrics.upstream.forwarded.get();
+        forwarded >= total - 1
+            && metrics.upstream.accepted.get() + metrics.upstream.rejected.get() == forwarded
+    })
+    .await;
+    let forwarded = metrics.upstream.forwarded.get();
+    assert_eq!(metrics.upstream.accepted.get(), forwarded);
+    assert_eq!(metrics.upstream.rejected.get(), 0, "no share collided");
+    assert_eq!(metrics.upstream.dropped.get(), 0);
+
+    let quotes = proxy.pool.quote_metrics().clone();
+    wait_for("the proxy's quotes published", async || {
+        quotes.published.load(Ordering::Relaxed) == 2 * total
+    })
+    .await;
+    let upstream_quotes = upstream.pool.quote_metrics().clone();
+    wait_for("the upstream's quotes published", async || {
+        upstream_quotes.published.load(Ordering::Relaxed) == 2 * forwarded
+    })
+    .await;
+    let on_proxy = creates(&upstream.redis_url, &proxy.stream).await;
+    let on_upstream = creates(&upstream.redis_url, &upstream.stream).await;
+    assert_eq!(on_proxy.len() as u64, total);
+    assert_eq!(
+        on_proxy.iter().filter(|(owner, _)| owner == KEY).count(),
+        2 * per_miner
+    );
+    assert_eq!(on_upstream.len() as u64, forwarded);
+    assert!(on_upstream.iter().all(|(owner, _)| owner == OPERATOR));
+    let proxy_hashes: BTreeSet<String> = on_proxy.iter().map(|(_, hash)| hash.clone()).collect();
+    assert_eq!(proxy_hashes.len() as u64, total, "no two shares alike");
+    assert!(
+        on_upstream
+            .iter()
+            .all(|(_, hash)| proxy_hashes.contains(hash)),
+        "the upstream credited the headers the proxy's miners hashed"
+    );
+
+    proxy.pool.shutdown().await;
+    translator.shutdown().await;
     upstream.pool.shutdown().await;
 }

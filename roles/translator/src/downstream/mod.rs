@@ -24,7 +24,7 @@ use std::time::Duration;
 use stratum_core::bitcoin::Target;
 use stratum_core::sv1_api::json_rpc::{self, Response};
 use thiserror::Error;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -33,8 +33,9 @@ use tracing::Instrument;
 use crate::config::DownstreamConfig;
 use crate::job::{ExtranonceLayout, ExtranonceTooLong, JobBook, LayoutError};
 use crate::metrics::TranslatorMetrics;
-use crate::sv1::{self, LineError};
+use crate::sv1;
 use crate::upstream::{Command, Event, MinerId};
+use hashpool_service::lines::{read_lines, LineError};
 
 /// A miner that does not take our writes for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -264,25 +265,6 @@ fn extranonce1_for(id: MinerId, size: usize) -> Vec<u8> {
     let mut extranonce1 = vec![0; size.saturating_sub(bytes.len())];
     extranonce1.extend_from_slice(&bytes[bytes.len().saturating_sub(size)..]);
     extranonce1
-}
-
-async fn read_lines(
-    reader: OwnedReadHalf,
-    max: usize,
-    lines: mpsc::Sender<Result<String, LineError>>,
-) {
-    let mut reader = BufReader::new(reader);
-    loop {
-        let line = match sv1::read_line(&mut reader, max).await {
-            Ok(Some(line)) => Ok(line),
-            Ok(None) => return,
-            Err(error) => Err(error),
-        };
-        let last = line.is_err();
-        if lines.send(line).await.is_err() || last {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]
