@@ -3,7 +3,9 @@
 use super::channel::{HeaderFields, JobInfo, SubmittedShare};
 use super::*;
 use crate::upstream::ForwardedShare;
-use stratum_apps::stratum_core::mining_sv2::ERROR_CODE_SUBMIT_SHARES_STALE_SHARE;
+use stratum_apps::stratum_core::mining_sv2::{
+    ERROR_CODE_SUBMIT_SHARES_INVALID_NON_ROLLABLE_VERSION_BIT, ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
+};
 
 impl Downstream {
     /// Validates a share on its channel and answers it.
@@ -83,16 +85,17 @@ impl Downstream {
         };
         let job = self.count_valid_share(channel_id, job_id)?;
         if let Some(upstream) = &job.upstream {
-            if !self.upstream_is_live(upstream) {
-                // Its upstream is gone (or moved to a new extranonce): the share can earn
-                // nothing there, so it earns nothing here.
-                return self
-                    .reject_share(
-                        channel_id,
-                        sequence_number,
-                        ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
-                    )
-                    .await;
+            // A share the upstream cannot take earns nothing there, so it earns nothing here:
+            // its upstream is gone, or it rolls version bits the upstream does not let roll.
+            let refused = if !self.upstream_is_live(upstream) {
+                Some(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE)
+            } else if !upstream.takes_version(header.version) {
+                Some(ERROR_CODE_SUBMIT_SHARES_INVALID_NON_ROLLABLE_VERSION_BIT)
+            } else {
+                None
+            };
+            if let Some(code) = refused {
+                return self.reject_share(channel_id, sequence_number, code).await;
             }
         }
         let is_block = block.is_some();

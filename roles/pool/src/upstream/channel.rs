@@ -33,13 +33,14 @@ pub(super) struct Opened {
     pub extranonce_size: usize,
     pub target: Target,
     pub nominal_hashrate: f32,
-    pub version_rolling: bool,
+    /// The version bits the upstream lets us roll; `None`: none.
+    pub version_mask: Option<u32>,
 }
 
 pub(super) struct UpstreamChannel {
     session: u64,
     channel: ExtendedChannel,
-    version_rolling: bool,
+    version_mask: Option<u32>,
     /// `E − T`: the upstream's extranonce bytes this pool's channels leave at zero.
     padding: usize,
     generation: u64,
@@ -73,7 +74,7 @@ impl UpstreamChannel {
             prefix,
             opened.target,
             opened.nominal_hashrate,
-            opened.version_rolling,
+            opened.version_mask.is_some(),
             rollable,
             Some(PAST_JOBS_KEPT),
         )
@@ -81,7 +82,7 @@ impl UpstreamChannel {
         Ok(Self {
             session,
             channel,
-            version_rolling: opened.version_rolling,
+            version_mask: opened.version_mask,
             padding: opened.extranonce_size - needed,
             generation: 0,
             gave_work: false,
@@ -92,6 +93,15 @@ impl UpstreamChannel {
 
     pub(super) fn gave_work(&self) -> bool {
         self.gave_work
+    }
+
+    pub(super) fn version_mask(&self) -> Option<u32> {
+        self.version_mask
+    }
+
+    /// A new mask for the jobs from now on (Sv1 `mining.set_version_mask`).
+    pub(super) fn set_version_mask(&mut self, mask: Option<u32>) {
+        self.version_mask = mask;
     }
 
     /// The extranonce bytes the upstream leaves to us (`E`).
@@ -214,7 +224,8 @@ impl UpstreamChannel {
                 .into_inner()
                 .unwrap_or(tip_min_ntime),
             version: message.version,
-            version_rolling_allowed: message.version_rolling_allowed && self.version_rolling,
+            version_rolling_allowed: message.version_rolling_allowed && self.version_mask.is_some(),
+            version_mask: self.version_mask.unwrap_or(0),
             height: bip34_height(&upstream_prefix).unwrap_or(0),
             coinbase_prefix,
             coinbase_suffix: message.coinbase_tx_suffix.as_bytes().to_vec(),

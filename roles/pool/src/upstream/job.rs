@@ -55,6 +55,8 @@ pub struct UpstreamJob {
     pub min_ntime: u32,
     pub version: u32,
     pub version_rolling_allowed: bool,
+    /// The version bits the upstream takes rolled: a share rolling others is worth nothing there.
+    pub version_mask: u32,
     /// The upstream's coinbase prefix, its extranonce prefix for us, and the zero padding.
     pub coinbase_prefix: Vec<u8>,
     pub coinbase_suffix: Vec<u8>,
@@ -77,6 +79,11 @@ impl UpstreamJob {
             return Err(JobError::MerklePathTooLong);
         }
         Ok(())
+    }
+
+    /// Whether a share's `version` rolls only bits the upstream takes rolled.
+    pub fn takes_version(&self, version: u32) -> bool {
+        (version ^ self.version) & !self.version_mask == 0
     }
 
     /// The upstream extranonce of a share a channel found: padding, the channel's extranonce
@@ -213,6 +220,20 @@ mod tests {
     }
 
     #[test]
+    fn only_the_upstreams_version_bits_may_be_rolled() {
+        let job = sample();
+        assert!(job.takes_version(job.version));
+        assert!(job.takes_version(job.version | 0x1fff_e000));
+        // BIP323's bits 5-12: channels_sv2 lets them through, this upstream does not.
+        assert!(!job.takes_version(job.version | 1 << 5));
+        let fixed = UpstreamJob {
+            version_mask: 0,
+            ..sample()
+        };
+        assert!(!fixed.takes_version(job.version | 1 << 13));
+    }
+
+    #[test]
     fn a_job_becomes_a_channel_job_with_the_upstream_coinbase() {
         let job = sample();
         let future = job.extended_job(5, 9, true).expect("a job");
@@ -238,6 +259,7 @@ mod tests {
             min_ntime: 1_700_000_000,
             version: 0x2000_0000,
             version_rolling_allowed: true,
+            version_mask: 0x1fff_e000,
             coinbase_prefix: coinbase_prefix_at(101),
             coinbase_suffix: vec![0xff; 20],
             merkle_path: vec![[2; 32]],

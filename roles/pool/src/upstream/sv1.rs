@@ -58,8 +58,6 @@ pub(super) struct Sv1Session {
     lines: mpsc::Receiver<Result<String, LineError>>,
     reader: JoinHandle<()>,
     username: String,
-    /// The version bits the upstream lets us roll (`None`: no rolling).
-    version_mask: Option<u32>,
     jobs: JobIds,
     /// The tip of the last job, to tell a new tip from a new job on the same one.
     last_prev_hash: Option<[u8; 32]>,
@@ -118,7 +116,7 @@ impl Sv1Session {
                     .and_then(difficulty_target)
                     .unwrap_or_else(|| difficulty_target(1.0).expect("difficulty 1")),
                 nominal_hashrate: upstream.nominal_hashrate,
-                version_rolling: handshake.version_mask.is_some(),
+                version_mask: handshake.version_mask,
             },
             shared,
         )?;
@@ -156,7 +154,6 @@ impl Sv1Session {
             lines: connection.lines,
             reader,
             username: upstream.user_identity.clone(),
-            version_mask: handshake.version_mask,
             jobs: JobIds::default(),
             last_prev_hash: None,
         };
@@ -233,7 +230,8 @@ impl Sv1Session {
                 self.channel.set_extranonce_prefix(prefix, shared)
             }
             Server2Client::SetVersionMask(set) => {
-                self.version_mask = usable_mask(set.version_mask.0);
+                self.channel
+                    .set_version_mask(usable_mask(set.version_mask.0));
                 Ok(())
             }
         }
@@ -259,8 +257,10 @@ impl Sv1Session {
             job_id,
             min_ntime: Sv2OptionOwned::new((!new_tip).then_some(time)),
             version: notify.version.0,
+            // BIP310's version_bits are read as the rolled bits only while the job sets none.
             version_rolling_allowed: self
-                .version_mask
+                .channel
+                .version_mask()
                 .is_some_and(|mask| notify.version.0 & mask == 0),
             merkle_path,
             coinbase_tx_prefix: Vec::from(notify.coin_base1).try_into().map_err(too_long)?,
@@ -304,7 +304,8 @@ impl Sv1Session {
             time: HexU32Be(submit.ntime),
             nonce: HexU32Be(submit.nonce),
             version_bits: self
-                .version_mask
+                .channel
+                .version_mask()
                 .map(|mask| HexU32Be(submit.version & mask)),
             id: FIRST_SUBMIT_ID + u64::from(submit.sequence_number),
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use hashpool_service::stopped;
 use hashpool_sv2_client::{
     Device, Messages, PoolConnection, PoolWriter, REQUIRES_FIXED_VERSION, REQUIRES_VERSION_ROLLING,
+    VERSION_ROLLING_MASK,
 };
 use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
@@ -60,7 +61,8 @@ impl Sv2Session {
                 extranonce_size: usize::from(opened.extranonce_size),
                 target: Target::from_le_bytes(opened.target.to_array()),
                 nominal_hashrate: upstream.nominal_hashrate,
-                version_rolling: flags & REQUIRES_FIXED_VERSION == 0,
+                // BIP320's bits: what any Sv2 upstream takes rolled.
+                version_mask: (flags & REQUIRES_FIXED_VERSION == 0).then_some(VERSION_ROLLING_MASK),
             },
             shared,
         )?;

@@ -667,3 +667,42 @@ async fn a_proxy_mines_to_an_sv1_upstream_through_its_translator() {
     translator.shutdown().await;
     upstream.pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_rolling_version_bits_the_upstream_does_not_take_earns_nothing() {
+    use hashpool_sv2_client::REQUIRES_VERSION_ROLLING;
+
+    let upstream = Stack::start_on_one_tip("proxy-version-upstream").await;
+    let proxy = Proxy::start(&upstream, "proxy-version").await;
+    let (mut connection, _) = super::version_rolling::connect_with_flags_at(
+        proxy.pool.sv2_address(),
+        REQUIRES_STANDARD_JOBS | REQUIRES_VERSION_ROLLING,
+    )
+    .await;
+    let opened = connection
+        .open_standard(1, KEY, 1.0)
+        .await
+        .unwrap()
+        .expect("the channel opens");
+    let mut miner = Miner::on_channel(connection, opened).await;
+    // BIP323's bit 5: channels_sv2 lets it roll, an Sv2 upstream only takes BIP320's bits.
+    let mut rolled = miner.jobs.work().unwrap().clone();
+    rolled.version |= 1 << 5;
+    let nonce = find_nonce(|nonce| rolled.meets_target(nonce));
+    let (reply, _) = miner.submit(rolled.share(0, nonce)).await;
+    assert_eq!(error_code(&reply), "invalid-non-rollable-version-bit");
+    // BIP320's bits are fine.
+    let mut rolled = miner.jobs.work().unwrap().clone();
+    rolled.version |= 1 << 13;
+    let nonce = find_nonce(|nonce| rolled.meets_target(nonce));
+    let (reply, _) = miner.submit(rolled.share(1, nonce)).await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+    proxy.wait_for_upstream_answers(1).await;
+    assert_eq!(proxy.pool.metrics().shares_accepted.get(), 1);
+    assert_eq!(proxy.pool.metrics().upstream.accepted.get(), 1);
+    proxy.pool.shutdown().await;
+    upstream.pool.shutdown().await;
+}
