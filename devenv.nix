@@ -1,4 +1,5 @@
-# `devenv up` runs the same processes as `bin/up`, through the same justfile recipes.
+# `devenv up` runs the same processes as `bin/up`, through the same justfile recipes (the solo
+# stack; `bin/up --payout-epoch` and `bin/up --proxy` are the other shapes).
 { pkgs, ... }:
 
 {

@@ -21,6 +21,12 @@ up-payout: build
     bin/banner --payout-epoch
     HASHPOOL_POOL_CONFIG=config/payout/pool.toml HASHPOOL_MINT_CONFIG=config/payout/mint.toml HASHPOOL_WALLET_UNIT=sat bin/stack {{processes}} payer
 
+# The stack as a proxy pool: the pool mines on the jobs of an upstream hashpool (solo on regtest,
+# standing in for OCEAN) through that upstream's Sv1 translator, and fails over to its Sv2 port.
+up-proxy: build
+    bin/banner --proxy
+    HASHPOOL_POOL_CONFIG=config/proxy/pool.toml HASHPOOL_TRANSLATOR_CONFIG=config/proxy/translator.toml bin/stack redis bitcoind upstream-pool upstream-translator pool mint translator wallet mining-device
+
 # Build the workspace.
 build:
     cargo build --workspace --bins
@@ -81,7 +87,15 @@ run-pool:
 
 # Process: the Sv1 -> Sv2 translator (Bitaxe: stratum+tcp://<host>:34255, user = your pubkey).
 run-translator:
-    "${CARGO_TARGET_DIR:-target}/debug/translator" --config config/translator.toml
+    "${CARGO_TARGET_DIR:-target}/debug/translator" --config "${HASHPOOL_TRANSLATOR_CONFIG:-config/translator.toml}"
+
+# Process (proxy mode): the upstream pool the proxy mines to (Sv2 127.0.0.1:34264, log logs/upstream/pool.log).
+run-upstream-pool:
+    "${CARGO_TARGET_DIR:-target}/debug/pool" --config config/proxy/upstream-pool.toml
+
+# Process (proxy mode): the upstream's Sv1 port, 127.0.0.1:34265 (log logs/upstream/translator.log).
+run-upstream-translator:
+    "${CARGO_TARGET_DIR:-target}/debug/translator" --config config/proxy/upstream-translator.toml
 
 # Process: the miner's wallet (made on first run in .data/wallet), minting quotes as they become PAID.
 run-wallet:

@@ -381,6 +381,57 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_mode_configs_parse_and_agree_with_each_other() {
+        let load = |file: &str| -> PoolConfig {
+            let path = format!("{}/../../config/proxy/{file}", env!("CARGO_MANIFEST_DIR"));
+            hashpool_service::load_config(Some(std::path::Path::new(&path))).unwrap()
+        };
+        let proxy = load("pool.toml");
+        let upstream = load("upstream-pool.toml");
+        let settings = proxy.proxy.expect("the proxy section");
+        assert!(upstream.proxy.is_none(), "the upstream mines solo");
+        assert_eq!(proxy.listen_address, PoolConfig::default().listen_address);
+        assert_ne!(proxy.redis.stream, upstream.redis.stream);
+        let urls: Vec<&str> = settings.upstreams.iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "stratum+tcp://127.0.0.1:34265",
+                &format!("stratum2+tcp://{}", upstream.listen_address)
+            ]
+        );
+        // The upstream's blocks are the ones paying its coinbase address.
+        assert_eq!(
+            settings.blocks.payout_addresses,
+            [upstream.bitcoind.coinbase_address]
+        );
+        for entry in &settings.upstreams {
+            let key = entry.user_identity.split('.').next().unwrap();
+            assert!(key.parse::<ehash::LockingPubkey>().is_ok(), "{key}");
+        }
+
+        // The extranonce bytes line up: the upstream translator fills the upstream pool's 8,
+        // leaves E to the proxy, which keeps 1 index byte (256 channels) of its T and gives the
+        // rest to the translator in front of it.
+        let translator = |file: &str| -> hashpool_translator::TranslatorConfig {
+            let path = format!("{}/../../config/proxy/{file}", env!("CARGO_MANIFEST_DIR"));
+            hashpool_service::load_config(Some(std::path::Path::new(&path))).unwrap()
+        };
+        let upstream_side = translator("upstream-translator.toml").downstream;
+        let downstream_side = translator("translator.toml").downstream;
+        assert_eq!(
+            upstream_side.extranonce1_size + upstream_side.extranonce2_size,
+            8
+        );
+        assert_eq!(upstream_side.extranonce2_size, settings.extranonce_len);
+        assert_eq!(settings.max_channels, 256);
+        assert_eq!(
+            downstream_side.extranonce1_size + downstream_side.extranonce2_size,
+            settings.extranonce_len - 1
+        );
+    }
+
+    #[test]
     fn the_minimum_defaults_by_network_and_rounds_up() {
         let mut config = PoolConfig::default();
         assert_eq!(config.minimum_share_work().log2(), 22, "regtest: 2^-10");
