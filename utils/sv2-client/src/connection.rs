@@ -101,18 +101,11 @@ impl PoolConnection {
         };
         self.send_mining(MiningOwned::OpenStandardMiningChannel(open))
             .await?;
-        match self.recv().await? {
-            AnyMessageOwned::Mining(MiningOwned::OpenStandardMiningChannelSuccess(success)) => {
-                Ok(Ok(success))
-            }
-            AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(error)) => {
-                Ok(Err(ChannelRefused {
-                    request_id: error.request_id,
-                    code: error.error_code.as_utf8_or_hex(),
-                }))
-            }
-            other => Err(ClientError::Unexpected(other.to_string())),
-        }
+        self.channel_answer(|answer| match answer {
+            MiningOwned::OpenStandardMiningChannelSuccess(success) => Some(success.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// Opens an extended channel (the pool's coinbase, `min_extranonce_size` bytes of it to
@@ -133,18 +126,31 @@ impl PoolConnection {
         };
         self.send_mining(MiningOwned::OpenExtendedMiningChannel(open))
             .await?;
-        match self.recv().await? {
-            AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(success)) => {
-                Ok(Ok(success))
+        self.channel_answer(|answer| match answer {
+            MiningOwned::OpenExtendedMiningChannelSuccess(success) => Some(success.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The pool's answer to an open request: the success `success` picks out, or its refusal.
+    async fn channel_answer<Success>(
+        &mut self,
+        success: impl FnOnce(&MiningOwned) -> Option<Success>,
+    ) -> Result<Result<Success, ChannelRefused>, ClientError> {
+        let answer = self.recv().await?;
+        if let AnyMessageOwned::Mining(mining) = &answer {
+            if let Some(opened) = success(mining) {
+                return Ok(Ok(opened));
             }
-            AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(error)) => {
-                Ok(Err(ChannelRefused {
+            if let MiningOwned::OpenMiningChannelError(error) = mining {
+                return Ok(Err(ChannelRefused {
                     request_id: error.request_id,
                     code: error.error_code.as_utf8_or_hex(),
-                }))
+                }));
             }
-            other => Err(ClientError::Unexpected(other.to_string())),
         }
+        Err(ClientError::Unexpected(answer.to_string()))
     }
 
     pub async fn send(&mut self, message: AnyMessageOwned) -> Result<(), ClientError> {
