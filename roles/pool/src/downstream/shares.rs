@@ -150,12 +150,13 @@ impl Downstream {
         header: HeaderFields,
         rolled: &[u8],
     ) {
-        if Target::from_le_bytes(share_hash) > job.upstream_target {
-            return;
-        }
         let Some(upstream) = &self.context.upstream else {
             return;
         };
+        if Target::from_le_bytes(share_hash) > job.upstream_target {
+            self.context.metrics.upstream.below_target.inc();
+            return;
+        }
         let channel = &self.channels[&channel_id];
         upstream.forward(ForwardedShare {
             session: job.session,

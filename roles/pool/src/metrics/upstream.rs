@@ -18,6 +18,10 @@ pub struct UpstreamMetrics {
     /// Shares that met the upstream target but were not submitted: queue full, their upstream
     /// gone, or refused by the upstream channel's own checks (a stale upstream job).
     pub dropped: Counter,
+    /// Shares credited here that do not meet the upstream's target (its difficulty is higher
+    /// than the miner's, or, over Sv1, in the 1 in 65,536 between the two definitions of
+    /// difficulty 1): not forwarded.
+    pub below_target: Counter,
     failures: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -30,6 +34,7 @@ pub struct UpstreamStats {
     pub accepted: u64,
     pub rejected: u64,
     pub dropped: u64,
+    pub below_target: u64,
 }
 
 impl UpstreamMetrics {
@@ -46,6 +51,7 @@ impl UpstreamMetrics {
             accepted: self.accepted.get(),
             rejected: self.rejected.get(),
             dropped: self.dropped.get(),
+            below_target: self.below_target.get(),
         }
     }
 
@@ -80,6 +86,11 @@ impl UpstreamMetrics {
                 "upstream_shares_dropped",
                 "Shares meeting the upstream target that were not submitted",
                 &self.dropped,
+            ),
+            (
+                "upstream_shares_below_target",
+                "Shares credited here that do not meet the upstream's target",
+                &self.below_target,
             ),
         ] {
             registry.register(name, help, counter.clone());

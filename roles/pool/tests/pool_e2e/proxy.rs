@@ -80,6 +80,19 @@ impl Proxy {
         }
     }
 
+    /// Waits until each of the `credited` shares was forwarded (and answered), dropped, or found
+    /// below the upstream's target.
+    async fn wait_for_every_share_decided(&self, credited: u64) {
+        let metrics = self.pool.metrics().clone();
+        wait_for("every share forwarded or not, and answered", async || {
+            let upstream = &metrics.upstream;
+            let forwarded = upstream.forwarded.get();
+            forwarded + upstream.dropped.get() + upstream.below_target.get() == credited
+                && upstream.accepted.get() + upstream.rejected.get() == forwarded
+        })
+        .await;
+    }
+
     async fn wait_for_upstream_answers(&self, shares: u64) {
         let metrics = self.pool.metrics().clone();
         wait_for(format!("{shares} upstream answers"), async || {
@@ -102,6 +115,16 @@ async fn creates(redis_url: &str, stream: &str) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// The creates on `pool`'s `stream` once it has published `messages` quote messages.
+async fn published_creates(pool: &Pool, stream: &str, messages: u64) -> Vec<(String, String)> {
+    let quotes = pool.quote_metrics().clone();
+    wait_for(format!("{messages} quote messages published"), async || {
+        quotes.published.load(Ordering::Relaxed) == messages
+    })
+    .await;
+    creates(SHARED_REDIS, stream).await
 }
 
 async fn mine_accepted(miner: &mut Miner, shares: usize) {
@@ -147,18 +170,10 @@ async fn a_proxy_credits_its_miners_and_the_upstream_credits_the_proxy_for_the_s
 
     // Each share is credited once on the proxy, to its miner, and once upstream, to the
     // operator: the upstream hashed the very headers the miners did.
-    let quotes = proxy.pool.quote_metrics().clone();
-    wait_for("the proxy's quotes published", async || {
-        quotes.published.load(Ordering::Relaxed) == 2 * total
-    })
-    .await;
-    let upstream_quotes = upstream.pool.quote_metrics().clone();
-    wait_for("the upstream's quotes published", async || {
-        upstream_quotes.published.load(Ordering::Relaxed) == 2 * total
-    })
-    .await;
-    let on_proxy = creates(&upstream.redis_url, &proxy.stream).await;
-    let on_upstream = creates(&upstream.redis_url, &upstream.stream).await;
+    let proxy_published = 2 * total;
+    let upstream_published = 2 * total;
+    let on_proxy = published_creates(&proxy.pool, &proxy.stream, proxy_published).await;
+    let on_upstream = published_creates(&upstream.pool, &upstream.stream, upstream_published).await;
     assert_eq!(on_proxy.len() as u64, total);
     for key in [KEY, SECOND_MINER] {
         assert_eq!(
@@ -226,7 +241,8 @@ async fn shares_on_a_lost_upstreams_jobs_earn_nothing_and_mining_resumes_on_its_
     assert_eq!(metrics.upstream.sessions.get(), 2);
     assert_eq!(metrics.upstream.accepted.get(), 3);
     assert_eq!(metrics.shares_accepted.get(), credited + 2);
-    let on_proxy = creates(&upstream.redis_url, &proxy.stream).await;
+    // A create and its PAID update per credited share.
+    let on_proxy = published_creates(&proxy.pool, &proxy.stream, 6).await;
     assert_eq!(on_proxy.len(), 3);
 
     proxy.pool.shutdown().await;
@@ -348,12 +364,8 @@ async fn extended_and_grouped_channels_on_a_proxy_roll_their_own_slice_of_the_up
         ),
         (4, 0)
     );
-    let upstream_quotes = upstream.pool.quote_metrics().clone();
-    wait_for("the upstream's quotes published", async || {
-        upstream_quotes.published.load(Ordering::Relaxed) == 8
-    })
-    .await;
-    let on_upstream = creates(&upstream.redis_url, &upstream.stream).await;
+    let upstream_published = 8;
+    let on_upstream = published_creates(&upstream.pool, &upstream.stream, upstream_published).await;
     assert_eq!(on_upstream.len(), 4);
     assert!(on_upstream.iter().all(|(owner, _)| owner == OPERATOR));
     proxy.pool.shutdown().await;
@@ -406,12 +418,7 @@ async fn a_proxy_moves_to_the_next_upstream_when_the_first_is_gone() {
     let metrics = proxy.pool.metrics();
     assert_eq!(metrics.upstream.sessions.get(), 2);
     assert_eq!(metrics.upstream.accepted.get(), 3);
-    let quotes = second.quote_metrics().clone();
-    wait_for("the second upstream's quotes", async || {
-        quotes.published.load(Ordering::Relaxed) == 4
-    })
-    .await;
-    let on_second = creates(&first.redis_url, &second_stream).await;
+    let on_second = published_creates(&second, &second_stream, 4).await;
     assert_eq!(on_second.len(), 2);
     assert!(on_second.iter().all(|(owner, _)| owner == OPERATOR));
     let text = http_get(proxy.pool.http_address(), "/metrics").await;
@@ -644,29 +651,17 @@ async fn a_proxy_mines_to_an_sv1_upstream_through_its_translator() {
     // Sv1 difficulty 1 is 0xffff·2^208, not 2^224: the upstream's target is a hair harder than
     // the proxy's power of two, so about one share in 65,536 is credited here and not forwarded.
     let metrics = proxy.pool.metrics().clone();
-    wait_for("every forwarded share answered", async || {
-        let forwarded = metrics.upstream.forwarded.get();
-        forwarded >= total - 1
-            && metrics.upstream.accepted.get() + metrics.upstream.rejected.get() == forwarded
-    })
-    .await;
+    proxy.wait_for_every_share_decided(total).await;
+    assert!(metrics.upstream.below_target.get() <= 1);
     let forwarded = metrics.upstream.forwarded.get();
     assert_eq!(metrics.upstream.accepted.get(), forwarded);
     assert_eq!(metrics.upstream.rejected.get(), 0, "no share collided");
     assert_eq!(metrics.upstream.dropped.get(), 0);
 
-    let quotes = proxy.pool.quote_metrics().clone();
-    wait_for("the proxy's quotes published", async || {
-        quotes.published.load(Ordering::Relaxed) == 2 * total
-    })
-    .await;
-    let upstream_quotes = upstream.pool.quote_metrics().clone();
-    wait_for("the upstream's quotes published", async || {
-        upstream_quotes.published.load(Ordering::Relaxed) == 2 * forwarded
-    })
-    .await;
-    let on_proxy = creates(&upstream.redis_url, &proxy.stream).await;
-    let on_upstream = creates(&upstream.redis_url, &upstream.stream).await;
+    let proxy_published = 2 * total;
+    let upstream_published = 2 * forwarded;
+    let on_proxy = published_creates(&proxy.pool, &proxy.stream, proxy_published).await;
+    let on_upstream = published_creates(&upstream.pool, &upstream.stream, upstream_published).await;
     assert_eq!(on_proxy.len() as u64, total);
     assert_eq!(
         on_proxy.iter().filter(|(owner, _)| owner == KEY).count(),
@@ -745,11 +740,7 @@ async fn a_proxy_falls_over_from_an_sv1_port_to_the_sv2_port() {
     let mut miner = Miner::open_at(proxy.pool.sv2_address(), KEY, 1.0).await;
     mine_accepted(&mut miner, 2).await;
     let metrics = proxy.pool.metrics().clone();
-    wait_for("the shares answered over Sv1", async || {
-        metrics.upstream.forwarded.get() > 0
-            && metrics.upstream.accepted.get() == metrics.upstream.forwarded.get()
-    })
-    .await;
+    proxy.wait_for_every_share_decided(2).await;
 
     translator.shutdown().await;
     // The Sv1 port is gone: two failed attempts, then the Sv2 port and a clean job from it.
@@ -758,14 +749,8 @@ async fn a_proxy_falls_over_from_an_sv1_port_to_the_sv2_port() {
             break;
         }
     }
-    let before = metrics.upstream.forwarded.get();
     mine_accepted(&mut miner, 2).await;
-    // (Over Sv1 about one share in 65,536 is not forwarded: see the test above.)
-    wait_for("the shares answered over Sv2", async || {
-        metrics.upstream.forwarded.get() > before
-            && metrics.upstream.accepted.get() == metrics.upstream.forwarded.get()
-    })
-    .await;
+    proxy.wait_for_every_share_decided(4).await;
     assert_eq!(metrics.upstream.sessions.get(), 2);
     assert_eq!(metrics.upstream.rejected.get(), 0);
     assert_eq!(metrics.shares_accepted.get(), 4);
