@@ -147,15 +147,23 @@ impl UpstreamChannel {
         self.channel.set_target(target).map_err(broke)
     }
 
-    /// A new extranonce prefix: the coinbase changed under every job, so a clean start.
+    /// A new extranonce prefix, for the jobs from now on. Over Sv2 the upstream keeps the old
+    /// prefix for the jobs made with it (shares name their job); over Sv1 a share carries only
+    /// extranonce2, so the jobs relayed so far are `retired`: their shares earn nothing, and the
+    /// next job is a clean start.
     pub(super) fn set_extranonce_prefix(
         &mut self,
         prefix: Vec<u8>,
+        retire: bool,
         shared: &Shared,
     ) -> Result<(), UpstreamError> {
         let prefix = ExtranoncePrefix::from_wire(prefix).map_err(broke)?;
         self.channel.set_extranonce_prefix(prefix).map_err(broke)?;
-        self.new_tip(shared)
+        if retire {
+            self.generation += 1;
+            shared.live.retire_before(self.generation);
+        }
+        Ok(())
     }
 
     fn new_tip(&mut self, shared: &Shared) -> Result<(), UpstreamError> {
@@ -181,7 +189,7 @@ impl UpstreamChannel {
             .map_err(|error| UpstreamError::Protocol(error.to_string()))?;
         if !self.gave_work {
             self.gave_work = true;
-            shared.live.store(self.session, Ordering::Release);
+            shared.live.start(self.session);
         }
         tracing::debug!(
             work_id = job.work_id,

@@ -69,19 +69,49 @@ pub struct ForwardedShare {
     pub miner: String,
 }
 
+/// Which relayed jobs the upstream can still take shares on: those of the session that is up now
+/// (0: none), from its `first_generation` on (an Sv1 `mining.set_extranonce` retires the jobs
+/// before it, whose coinbases carried the old extranonce1).
+#[derive(Debug, Default)]
+struct LiveWork {
+    session: AtomicU64,
+    first_generation: AtomicU64,
+}
+
+impl LiveWork {
+    fn start(&self, session: u64) {
+        self.first_generation.store(0, Ordering::Release);
+        self.session.store(session, Ordering::Release);
+    }
+
+    fn end(&self) {
+        self.session.store(0, Ordering::Release);
+    }
+
+    fn retire_before(&self, generation: u64) {
+        self.first_generation.store(generation, Ordering::Release);
+    }
+
+    fn takes(&self, job: &UpstreamJob) -> bool {
+        self.session.load(Ordering::Acquire) == job.session
+            && job.generation >= self.first_generation.load(Ordering::Acquire)
+    }
+}
+
 /// What downstream connections need of the upstream: whether a job's session is the live one,
 /// and where to forward shares.
 #[derive(Debug, Clone)]
 pub struct UpstreamHandle {
-    live: Arc<AtomicU64>,
+    live: Arc<LiveWork>,
     forwards: mpsc::Sender<ForwardedShare>,
     metrics: Arc<PoolMetrics>,
 }
 
 impl UpstreamHandle {
-    /// Whether `job` came on the upstream connection that is up now.
+    /// Whether the upstream can still take shares on `job`: it came on the connection that is up
+    /// now, and no new extranonce retired it.
     pub fn is_live(&self, job: &UpstreamJob) -> bool {
-        self.live.load(Ordering::Acquire) == job.session
+        self.live.takes(job)
     }
 
     pub fn forward(&self, share: ForwardedShare) {
@@ -93,7 +123,7 @@ impl UpstreamHandle {
 
 /// What a session shares with the task that runs it.
 struct Shared {
-    live: Arc<AtomicU64>,
+    live: Arc<LiveWork>,
     work: watch::Sender<Option<Work>>,
     next_work_id: AtomicU64,
     metrics: Arc<PoolMetrics>,
@@ -121,7 +151,7 @@ impl Upstream {
     ) {
         let (work, work_rx) = watch::channel(None);
         let (forward_tx, forwards) = mpsc::channel(FORWARD_QUEUE);
-        let live = Arc::new(AtomicU64::new(0));
+        let live = Arc::new(LiveWork::default());
         let handle = UpstreamHandle {
             live: live.clone(),
             forwards: forward_tx,
@@ -161,7 +191,7 @@ impl Upstream {
                 span,
             )
             .await;
-            self.shared.live.store(0, Ordering::Release);
+            self.shared.live.end();
             self.shared.metrics.upstream.connected.set(0);
             let gave_work = match end {
                 SessionEnd::Shutdown => return,

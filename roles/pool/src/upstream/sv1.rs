@@ -226,8 +226,9 @@ impl Sv1Session {
                         set.extra_nonce2_size
                     )));
                 }
+                // The next notify is a clean start (the pool sends one right away).
                 self.last_prev_hash = None;
-                self.channel.set_extranonce_prefix(prefix, shared)
+                self.channel.set_extranonce_prefix(prefix, true, shared)
             }
             Server2Client::SetVersionMask(set) => {
                 self.channel

@@ -121,9 +121,11 @@ impl Sv2Session {
             MiningOwned::SetTarget(target) => self
                 .channel
                 .set_target(Target::from_le_bytes(target.maximum_target.to_array()))?,
-            MiningOwned::SetExtranoncePrefix(set) => self
-                .channel
-                .set_extranonce_prefix(set.extranonce_prefix.as_bytes().to_vec(), shared)?,
+            MiningOwned::SetExtranoncePrefix(set) => self.channel.set_extranonce_prefix(
+                set.extranonce_prefix.as_bytes().to_vec(),
+                false,
+                shared,
+            )?,
             MiningOwned::SubmitSharesSuccess(success) => {
                 self.channel
                     .on_acknowledgement(success.new_submits_accepted_count, success.new_shares_sum);

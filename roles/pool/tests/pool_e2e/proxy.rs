@@ -786,3 +786,247 @@ async fn garbage_from_an_sv1_upstream_closes_only_that_connection() {
     let proxy = Proxy::start_on(&node, vec![sv1_upstream_at(address)], "proxy-sv1-garbage").await;
     garbage_costs_only_the_upstream(proxy, &accepted).await;
 }
+
+/// A coinbase split around `extranonce_len` bytes of extranonce, as an Sv1 pool sends it in
+/// `mining.notify` (coinb1, coinb2).
+fn sv1_coinbase_parts(height: i64, extranonce_len: usize) -> (Vec<u8>, Vec<u8>) {
+    use stratum_apps::stratum_core::bitcoin::blockdata::script::Builder;
+    use stratum_apps::stratum_core::bitcoin::{
+        absolute::LockTime, consensus::serialize, transaction::Version, Amount, OutPoint,
+        ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+    };
+    let height_push = Builder::new().push_int(height).into_script().into_bytes();
+    let mut script_sig = height_push.clone();
+    script_sig.extend(vec![0u8; extranonce_len]);
+    let coinbase = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::from_bytes(script_sig),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(312_500_000),
+            script_pubkey: regtest_address().script_pubkey(),
+        }],
+    };
+    let bytes = serialize(&coinbase);
+    let at = 4 + 1 + 36 + 1 + height_push.len();
+    (bytes[..at].to_vec(), bytes[at + extranonce_len..].to_vec())
+}
+
+/// A scripted Sv1 pool speaking as OCEAN's stratum does (4-byte extranonce1, 8 to roll, the
+/// BIP320 mask): it answers the handshake, sends one job, hands the test every line the proxy
+/// sends after authorizing, and writes what the test gives it.
+async fn scripted_sv1_pool() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<serde_json::Value>,
+    tokio::sync::mpsc::Sender<String>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (seen_tx, seen) = tokio::sync::mpsc::channel(64);
+    let (say, mut to_say) = tokio::sync::mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (reader, mut writer) = tcp.into_split();
+        let mut lines = BufReader::new(reader).lines();
+        let mut next = async || -> serde_json::Value {
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap()
+        };
+        let configure = next().await;
+        assert_eq!(configure["method"], "mining.configure");
+        let subscribe = next().await;
+        assert_eq!(subscribe["method"], "mining.subscribe");
+        let (coinb1, coinb2) = sv1_coinbase_parts(840_000, 12);
+        let answers = [
+            r#"{"id":1,"result":{"version-rolling":true,"version-rolling.mask":"1fffe000"},"error":null}"#.to_owned(),
+            r#"{"id":2,"result":[[["mining.notify","ae6812eb4cd7735a302a8a9dd95cf71f"]],"aabbccdd",8],"error":null}"#.to_owned(),
+        ];
+        for answer in answers {
+            writer
+                .write_all(format!("{answer}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let authorize = next().await;
+        assert_eq!(authorize["method"], "mining.authorize");
+        let id = authorize["id"].clone();
+        let lines_out = [
+            serde_json::json!({"id": id, "result": true, "error": null}),
+            serde_json::json!({"id": null, "method": "mining.set_difficulty", "params": [ehash::ShareWork::MIN.difficulty()]}),
+            serde_json::json!({"id": null, "method": "mining.notify", "params": [
+                "job-a", "00000000".repeat(8), hex::encode(&coinb1), hex::encode(&coinb2),
+                [], "20000000", "207fffff", format!("{:08x}", hashpool_service::unix_now()), true
+            ]}),
+        ];
+        for line in lines_out {
+            writer
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        let _ = seen_tx.send(serde_json::from_str(&line).unwrap()).await;
+                    }
+                    // The proxy went away: the script is over.
+                    _ => return,
+                },
+                Some(line) = to_say.recv() => {
+                    if writer.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (address, seen, say)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocean_like_sv1_pool_gets_each_miners_slice_and_a_new_extranonce_restarts_them() {
+    use super::extended_work::ExtendedTracker;
+    use stratum_apps::stratum_core::mining_sv2::{
+        OpenExtendedMiningChannelOwned, SubmitSharesExtendedOwned,
+    };
+
+    let node = Bitcoind::start().unwrap();
+    let (address, mut seen, say) = scripted_sv1_pool().await;
+    // T = 6 of the upstream's 8 bytes: 2 bytes of padding, then each channel's 6.
+    let proxy = Proxy::start_configured(
+        &node,
+        vec![UpstreamConfig {
+            user_identity: "bc1qoperator.hashpool".into(),
+            ..sv1_upstream_at(address)
+        }],
+        "proxy-sv1-scripted",
+        |config| config.proxy.as_mut().unwrap().extranonce_len = 6,
+    )
+    .await;
+    let (mut connection, _) =
+        super::version_rolling::connect_with_flags_at(proxy.pool.sv2_address(), 0).await;
+    connection
+        .send_mining(MiningOwned::OpenExtendedMiningChannel(
+            OpenExtendedMiningChannelOwned {
+                request_id: 1,
+                user_identity: KEY.to_owned().try_into().unwrap(),
+                nominal_hash_rate: 1.0,
+                max_target: [0xff; 32].into(),
+                min_extranonce_size: 4,
+            },
+        ))
+        .await
+        .unwrap();
+    let opened = loop {
+        if let AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(opened)) =
+            connection.recv().await.unwrap()
+        {
+            break opened;
+        }
+    };
+    let mut tracker = ExtendedTracker::new(opened.channel_id);
+    while tracker.work().is_none() {
+        if let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() {
+            tracker.on_message(&message);
+        }
+    }
+    let work = tracker.work().unwrap().clone();
+    assert!(
+        work.job
+            .coinbase_tx_prefix
+            .as_bytes()
+            .ends_with(&[0xaa, 0xbb, 0xcc, 0xdd, 0, 0]),
+        "the upstream's extranonce1, then the padding"
+    );
+    assert!(work.job.version_rolling_allowed);
+
+    // A share meeting Sv1's difficulty (0xffff·2^208/d, a hair harder than the proxy's target).
+    let prefix = opened.extranonce_prefix.as_bytes().to_vec();
+    let rolled = vec![7u8; usize::from(opened.extranonce_size)];
+    let extranonce = [prefix.as_slice(), &rolled].concat();
+    let mut sv1_target = [0u8; 32];
+    sv1_target[28] = 0xf0;
+    sv1_target[29] = 0xff;
+    sv1_target[30] = 0x0f;
+    let sv1_target = Target::from_le_bytes(sv1_target);
+    let version = work.job.version | 0x0000_e000;
+    let nonce = find_nonce(|nonce| {
+        sv1_target.is_met_by(work.header(&extranonce, version, nonce).block_hash())
+    });
+    let replies = super::version_rolling::submit_extended_all(
+        &mut connection,
+        vec![SubmitSharesExtendedOwned {
+            channel_id: opened.channel_id,
+            sequence_number: 0,
+            job_id: work.job.job_id,
+            nonce,
+            ntime: work.ntime,
+            version,
+            extranonce: rolled.clone().try_into().unwrap(),
+        }],
+    )
+    .await;
+    assert!(matches!(replies[0], MiningOwned::SubmitSharesSuccess(_)));
+    let submit = loop {
+        let line = seen.recv().await.unwrap();
+        if line["method"] == "mining.submit" {
+            break line;
+        }
+    };
+    let expected_extranonce2 = hex::encode([&[0u8, 0][..], &prefix, &rolled].concat());
+    assert_eq!(
+        submit["params"],
+        serde_json::json!([
+            "bc1qoperator.hashpool",
+            "job-a",
+            expected_extranonce2,
+            format!("{:08x}", work.ntime),
+            format!("{nonce:08x}"),
+            "0000e000"
+        ])
+    );
+    say.send(serde_json::json!({"id": submit["id"], "result": true, "error": null}).to_string())
+        .await
+        .unwrap();
+    proxy.wait_for_upstream_answers(1).await;
+    assert_eq!(proxy.pool.metrics().upstream.accepted.get(), 1);
+
+    // A new extranonce1, then (as pools do) a clean job: every channel starts on a job carrying
+    // it.
+    let (coinb1, coinb2) = sv1_coinbase_parts(840_000, 12);
+    for line in [
+        serde_json::json!({"id": null, "method": "mining.set_extranonce", "params": ["11223344", 8]}),
+        serde_json::json!({"id": null, "method": "mining.notify", "params": [
+            "job-b", "00000000".repeat(8), hex::encode(&coinb1), hex::encode(&coinb2),
+            [], "20000000", "207fffff", format!("{:08x}", work.ntime), true
+        ]}),
+    ] {
+        say.send(line.to_string()).await.unwrap();
+    }
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), connection.recv())
+            .await
+            .expect("the proxy relays the new job")
+            .unwrap();
+        let AnyMessageOwned::Mining(message) = message else {
+            continue;
+        };
+        if tracker.on_message(&message) && matches!(message, MiningOwned::SetNewPrevHash(_)) {
+            break;
+        }
+    }
+    assert!(tracker
+        .work()
+        .unwrap()
+        .job
+        .coinbase_tx_prefix
+        .as_bytes()
+        .ends_with(&[0x11, 0x22, 0x33, 0x44, 0, 0]));
+    proxy.pool.shutdown().await;
+}
