@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,16 +12,29 @@ use crate::free_port;
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
+    /// A redis.conf to run with (its port and dir overridden); the test defaults otherwise.
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server running `config` (a redis.conf such as the stack's `config/redis.conf`), on a
+    /// free port and a temporary directory of its own.
+    pub fn start_with_config(config: &Path) -> std::io::Result<Self> {
+        Self::start_with(Some(config.to_owned()))
+    }
+
+    fn start_with(config: Option<PathBuf>) -> std::io::Result<Self> {
         let mut server = Self {
             port: free_port(),
             dir: tempfile::Builder::new()
                 .prefix("hashpool-redis-")
                 .tempdir()?,
+            config,
             child: None,
         };
         server.restart()?;
@@ -43,16 +56,20 @@ impl RedisServer {
     /// Starts the server again on the same port and data (after [`RedisServer::stop`]).
     pub fn restart(&mut self) -> std::io::Result<()> {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
+        let mut command = Command::new("redis-server");
+        match &self.config {
+            Some(config) => command.arg(config),
+            None => command.args([
                 "--save",
                 "",
                 "--appendonly",
                 "yes",
                 "--appendfsync",
                 "always",
-            ])
+            ]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -72,6 +89,14 @@ impl RedisServer {
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL: no shutdown, nothing flushed that was not already.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
             let _ = child.wait();
         }
     }
