@@ -16,15 +16,27 @@
 
   languages.rust.enable = true;
 
-  processes = {
-    redis.exec = "just run-redis";
-    bitcoind.exec = "just run-bitcoind";
-    pool.exec = "just run-pool";
-    mint.exec = "just run-mint";
-    translator.exec = "just run-translator";
-    wallet.exec = "just run-wallet";
-    mining-device.exec = "just run-mining-device";
-  };
+  # Each process through its recipe, started again (after a pause) whenever it exits, as
+  # `bin/stack` does: a crashed mint does not take the pool down with it.
+  processes =
+    let
+      supervised = name: {
+        exec = "just run-${name}";
+        process-compose.availability = {
+          restart = "always";
+          backoff_seconds = 1;
+        };
+      };
+    in
+    {
+      redis = supervised "redis";
+      bitcoind = supervised "bitcoind";
+      pool = supervised "pool";
+      mint = supervised "mint";
+      translator = supervised "translator";
+      wallet = supervised "wallet";
+      mining-device = supervised "mining-device";
+    };
 
   enterShell = ''
     just --list
