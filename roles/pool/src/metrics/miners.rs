@@ -12,18 +12,45 @@ use serde::Serialize;
 
 /// Window over which a miner's hashrate is estimated from its proven work.
 const HASHRATE_WINDOW: Duration = Duration::from_secs(600);
+/// A key with no share for this long is dropped from the book (and its `/metrics` series end).
+pub const MINER_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often the book looks for keys to drop.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-/// Every locking key that had a share accepted since the pool started, with its work.
-///
-/// Not bounded and never pruned: one entry (and three `/metrics` series) per distinct key for the
-/// life of the process. Keys come from authorized miners, so this grows with the miner count.
+/// Every locking key that had a share accepted in the last [`MINER_RETENTION`], with its work
+/// since the pool started (or since the key came back after being dropped). Bounded by the keys
+/// active in a day, not by every key ever seen: one entry and three `/metrics` series each.
 #[derive(Debug, Default)]
 pub struct MinerBook {
-    miners: Mutex<BTreeMap<String, MinerWork>>,
+    miners: Mutex<Miners>,
 }
 
 #[derive(Debug, Default)]
+struct Miners {
+    by_key: BTreeMap<String, MinerWork>,
+    last_pruned: Option<Instant>,
+}
+
+impl Miners {
+    /// The key's entry, made if new; the book is pruned first when it is time.
+    fn entry(&mut self, locking_key: &str, now: Instant) -> &mut MinerWork {
+        if self
+            .last_pruned
+            .is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY)
+        {
+            self.last_pruned = Some(now);
+            self.by_key
+                .retain(|_, miner| now.duration_since(miner.last_seen) < MINER_RETENTION);
+        }
+        self.by_key
+            .entry(locking_key.to_owned())
+            .or_insert_with(|| MinerWork::new(now))
+    }
+}
+
+#[derive(Debug)]
 struct MinerWork {
+    last_seen: Instant,
     /// (time, expected hashes) of the shares inside the hashrate window.
     recent: VecDeque<(Instant, u128)>,
     shares: u64,
@@ -31,6 +58,20 @@ struct MinerWork {
     proven_hashes: u128,
     upstream_accepted: u64,
     upstream_rejected: u64,
+}
+
+impl MinerWork {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_seen: now,
+            recent: VecDeque::new(),
+            shares: 0,
+            work: 0,
+            proven_hashes: 0,
+            upstream_accepted: 0,
+            upstream_rejected: 0,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -53,9 +94,13 @@ pub struct MinerStats {
 
 impl MinerBook {
     pub fn credit(&self, locking_key: &str, work: u64, proven_hashes: u128) {
-        let now = Instant::now();
+        self.credit_at(locking_key, work, proven_hashes, Instant::now());
+    }
+
+    fn credit_at(&self, locking_key: &str, work: u64, proven_hashes: u128, now: Instant) {
         let mut miners = self.miners.lock().expect("metrics lock");
-        let miner = miners.entry(locking_key.to_owned()).or_default();
+        let miner = miners.entry(locking_key, now);
+        miner.last_seen = now;
         miner.shares += 1;
         miner.work = miner.work.saturating_add(work);
         miner.proven_hashes = miner.proven_hashes.saturating_add(proven_hashes);
@@ -71,7 +116,7 @@ impl MinerBook {
 
     pub fn upstream_answer(&self, locking_key: &str, accepted: bool) {
         let mut miners = self.miners.lock().expect("metrics lock");
-        let miner = miners.entry(locking_key.to_owned()).or_default();
+        let miner = miners.entry(locking_key, Instant::now());
         if accepted {
             miner.upstream_accepted += 1;
         } else {
@@ -84,6 +129,7 @@ impl MinerBook {
         self.miners
             .lock()
             .expect("metrics lock")
+            .by_key
             .iter()
             .map(|(key, miner)| miner.stats(key, now))
             .collect()
@@ -157,5 +203,36 @@ fn encode_hashes(hashes: u128, encoder: MetricEncoder<'_>) -> Result<(), std::fm
     match u64::try_from(hashes) {
         Ok(exact) => ConstCounter::new(exact).encode(encoder),
         Err(_) => ConstCounter::new(hashes as f64).encode(encoder),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_silent_for_a_day_is_dropped_and_an_active_one_kept() {
+        let book = MinerBook::default();
+        let start = Instant::now();
+        book.credit_at("02aa", 1, 4096, start);
+        book.credit_at("02bb", 1, 4096, start);
+        // 02bb keeps mining; 02aa goes quiet.
+        let later = start + MINER_RETENTION - Duration::from_secs(60);
+        book.credit_at("02bb", 1, 4096, later);
+        let keys = |book: &MinerBook| -> Vec<String> {
+            book.stats()
+                .into_iter()
+                .map(|miner| miner.locking_key)
+                .collect()
+        };
+        assert_eq!(keys(&book), ["02aa", "02bb"], "less than a day: both kept");
+        book.credit_at(
+            "02bb",
+            1,
+            4096,
+            start + MINER_RETENTION + Duration::from_secs(60),
+        );
+        assert_eq!(keys(&book), ["02bb"]);
+        assert_eq!(book.stats()[0].shares, 3, "the active key keeps its totals");
     }
 }
