@@ -127,6 +127,31 @@ async fn published_creates(pool: &Pool, stream: &str, messages: u64) -> Vec<(Str
     creates(SHARED_REDIS, stream).await
 }
 
+/// A device taking extended jobs, on `proxy`: an extended channel for [`KEY`] (4 bytes to roll
+/// at least) and the tracker of its jobs, once it has work.
+async fn extended_miner(
+    proxy: &Proxy,
+) -> (
+    PoolConnection,
+    stratum_apps::stratum_core::mining_sv2::OpenExtendedMiningChannelSuccessOwned,
+    super::extended_work::ExtendedTracker,
+) {
+    let (mut connection, _) =
+        super::version_rolling::connect_with_flags_at(proxy.pool.sv2_address(), 0).await;
+    let opened = connection
+        .open_extended(1, KEY, 1.0, 4)
+        .await
+        .unwrap()
+        .expect("the channel opens");
+    let mut tracker = super::extended_work::ExtendedTracker::new(opened.channel_id);
+    while tracker.work().is_none() {
+        if let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() {
+            tracker.on_message(&message);
+        }
+    }
+    (connection, opened, tracker)
+}
+
 async fn mine_accepted(miner: &mut Miner, shares: usize) {
     for _ in 0..shares {
         let (reply, _) = miner.submit_valid_share().await;
@@ -253,40 +278,12 @@ async fn shares_on_a_lost_upstreams_jobs_earn_nothing_and_mining_resumes_on_its_
 async fn extended_and_grouped_channels_on_a_proxy_roll_their_own_slice_of_the_upstream_extranonce()
 {
     use super::extended_work::ExtendedTracker;
-    use stratum_apps::stratum_core::mining_sv2::{
-        OpenExtendedMiningChannelOwned, SubmitSharesExtendedOwned,
-    };
+    use stratum_apps::stratum_core::mining_sv2::SubmitSharesExtendedOwned;
 
     let upstream = Stack::start_on_one_tip("proxy-sv2-extended-upstream").await;
     let proxy = Proxy::start(&upstream, "proxy-sv2-extended").await;
     // A device taking extended jobs: one extended channel, one standard channel (grouped).
-    let (mut connection, _) =
-        super::version_rolling::connect_with_flags_at(proxy.pool.sv2_address(), 0).await;
-    connection
-        .send_mining(MiningOwned::OpenExtendedMiningChannel(
-            OpenExtendedMiningChannelOwned {
-                request_id: 1,
-                user_identity: KEY.to_owned().try_into().unwrap(),
-                nominal_hash_rate: 1.0,
-                max_target: [0xff; 32].into(),
-                min_extranonce_size: 4,
-            },
-        ))
-        .await
-        .unwrap();
-    let opened = loop {
-        if let AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(opened)) =
-            connection.recv().await.unwrap()
-        {
-            break opened;
-        }
-    };
-    let mut tracker = ExtendedTracker::new(opened.channel_id);
-    while tracker.work().is_none() {
-        if let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() {
-            tracker.on_message(&message);
-        }
-    }
+    let (mut connection, opened, tracker) = extended_miner(&proxy).await;
     let work = tracker.work().unwrap().clone();
     let prefix = opened.extranonce_prefix.as_bytes().to_vec();
     let target = Target::from_le_bytes(opened.target.to_array());
@@ -891,10 +888,7 @@ async fn scripted_sv1_pool() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ocean_like_sv1_pool_gets_each_miners_slice_and_a_new_extranonce_restarts_them() {
-    use super::extended_work::ExtendedTracker;
-    use stratum_apps::stratum_core::mining_sv2::{
-        OpenExtendedMiningChannelOwned, SubmitSharesExtendedOwned,
-    };
+    use stratum_apps::stratum_core::mining_sv2::SubmitSharesExtendedOwned;
 
     let node = Bitcoind::start().unwrap();
     let (address, mut seen, say) = scripted_sv1_pool().await;
@@ -909,33 +903,7 @@ async fn an_ocean_like_sv1_pool_gets_each_miners_slice_and_a_new_extranonce_rest
         |config| config.proxy.as_mut().unwrap().extranonce_len = 6,
     )
     .await;
-    let (mut connection, _) =
-        super::version_rolling::connect_with_flags_at(proxy.pool.sv2_address(), 0).await;
-    connection
-        .send_mining(MiningOwned::OpenExtendedMiningChannel(
-            OpenExtendedMiningChannelOwned {
-                request_id: 1,
-                user_identity: KEY.to_owned().try_into().unwrap(),
-                nominal_hash_rate: 1.0,
-                max_target: [0xff; 32].into(),
-                min_extranonce_size: 4,
-            },
-        ))
-        .await
-        .unwrap();
-    let opened = loop {
-        if let AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(opened)) =
-            connection.recv().await.unwrap()
-        {
-            break opened;
-        }
-    };
-    let mut tracker = ExtendedTracker::new(opened.channel_id);
-    while tracker.work().is_none() {
-        if let AnyMessageOwned::Mining(message) = connection.recv().await.unwrap() {
-            tracker.on_message(&message);
-        }
-    }
+    let (mut connection, opened, mut tracker) = extended_miner(&proxy).await;
     let work = tracker.work().unwrap().clone();
     assert!(
         work.job
