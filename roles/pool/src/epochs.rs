@@ -122,12 +122,7 @@ impl EpochBook {
 
     /// Records how far the upstream-block watch has looked, when no block closed an epoch.
     pub fn advance_cursor(&self, cursor: ScanCursor) -> Result<(), EpochError> {
-        let mut state = self.state.lock().expect("epoch book lock");
-        let mut next = state.clone();
-        next.scan_cursor = Some(cursor);
-        write(&self.path, &next)?;
-        *state = next;
-        Ok(())
+        self.update(|next| next.scan_cursor = Some(cursor))
     }
 
     /// Proxy mode: the upstream pool found `block_hash`; closes the open epoch at it and moves
@@ -138,27 +133,19 @@ impl EpochBook {
         &self,
         cursor: ScanCursor,
     ) -> Result<Option<ClosedEpoch>, EpochError> {
-        let mut state = self.state.lock().expect("epoch book lock");
-        let mut next = state.clone();
-        next.scan_cursor = Some(cursor);
-        let seen = state
-            .closed
-            .iter()
-            .any(|closed| closed.block_hash == cursor.block_hash);
-        let closed = (!seen && self.open_has_shares()).then(|| ClosedEpoch {
-            epoch: state.open,
-            block_hash: cursor.block_hash,
-            height: Some(cursor.height),
-        });
-        if let Some(closed) = &closed {
-            next.closed.push(closed.clone());
-            next.open += 1;
-        }
-        write(&self.path, &next)?;
-        *state = next;
+        let has_shares = self.open_has_shares();
+        let (closed, seen) = self.update(|next| {
+            next.scan_cursor = Some(cursor);
+            let seen = next
+                .closed
+                .iter()
+                .any(|closed| closed.block_hash == cursor.block_hash);
+            let closed = (!seen && has_shares)
+                .then(|| next.close_open(cursor.block_hash, Some(cursor.height)));
+            (closed, seen)
+        })?;
         match &closed {
             Some(closed) => {
-                self.open.store(state.open, Ordering::SeqCst);
                 self.note_shares(false);
                 tracing::info!(epoch = closed.epoch, block_hash = %cursor.block_hash, height = cursor.height, "payout epoch closed by the upstream's block");
             }
@@ -182,18 +169,7 @@ impl EpochBook {
         block_hash: BlockHash,
         height: Option<u64>,
     ) -> Result<ClosedEpoch, EpochError> {
-        let mut state = self.state.lock().expect("epoch book lock");
-        let closed = ClosedEpoch {
-            epoch: state.open,
-            block_hash,
-            height,
-        };
-        let mut next = state.clone();
-        next.closed.push(closed.clone());
-        next.open += 1;
-        write(&self.path, &next)?;
-        *state = next;
-        self.open.store(state.open, Ordering::SeqCst);
+        let closed = self.update(|next| next.close_open(block_hash, height))?;
         tracing::info!(epoch = closed.epoch, %block_hash, ?height, "payout epoch closed by the pool's block");
         Ok(closed)
     }
@@ -201,6 +177,33 @@ impl EpochBook {
     /// The closed epochs, oldest first.
     pub fn closed(&self) -> Vec<ClosedEpoch> {
         self.state.lock().expect("epoch book lock").closed.clone()
+    }
+
+    /// Applies `change` to a copy of the state, writes it durably, and only then makes it the
+    /// book's (so a failed write changes nothing, and no share sees a new epoch before the file
+    /// holds it).
+    fn update<T>(&self, change: impl FnOnce(&mut EpochState) -> T) -> Result<T, EpochError> {
+        let mut state = self.state.lock().expect("epoch book lock");
+        let mut next = state.clone();
+        let result = change(&mut next);
+        write(&self.path, &next)?;
+        *state = next;
+        self.open.store(state.open, Ordering::SeqCst);
+        Ok(result)
+    }
+}
+
+impl EpochState {
+    /// Closes the open epoch at `block_hash` and opens the next.
+    fn close_open(&mut self, block_hash: BlockHash, height: Option<u64>) -> ClosedEpoch {
+        let closed = ClosedEpoch {
+            epoch: self.open,
+            block_hash,
+            height,
+        };
+        self.closed.push(closed.clone());
+        self.open += 1;
+        closed
     }
 }
 
