@@ -121,15 +121,22 @@ fn scan(
         })?;
         return Ok(tip);
     };
+    // The cursor is written with each close, and once at the end for the blocks after the last
+    // close: one durable write per poll, not one per block of a catch-up.
+    let mut unwritten = None;
     for block in new_blocks(rpc, tip, cursor)? {
         let coinbase = rpc
             .call(|client| client.get_block(&block.block_hash))?
             .txdata;
         if coinbase.first().is_some_and(|tx| matcher.matches(tx)) {
             epochs.close_for_upstream(block)?;
+            unwritten = None;
         } else {
-            epochs.advance_cursor(block)?;
+            unwritten = Some(block);
         }
+    }
+    if let Some(block) = unwritten {
+        epochs.advance_cursor(block)?;
     }
     Ok(tip)
 }
