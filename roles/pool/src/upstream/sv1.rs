@@ -104,7 +104,8 @@ impl Sv1Session {
         let Some((extranonce1, extranonce2_size)) = handshake.extranonce else {
             unreachable!("the handshake waits for the subscribe answer");
         };
-        let mut channel = UpstreamChannel::new(
+        // The channel starts at the handshake's difficulty, so the first relayed job carries it.
+        let channel = UpstreamChannel::new(
             session,
             Opened {
                 channel_id: 0,
@@ -143,13 +144,7 @@ impl Sv1Session {
             )
             .await?;
         let mut session = Self {
-            channel: {
-                // Set before any job so the first relayed job carries it.
-                if let Some(target) = handshake.difficulty.and_then(difficulty_target) {
-                    channel.set_target(target)?;
-                }
-                channel
-            },
+            channel,
             writer: connection.writer,
             lines: connection.lines,
             reader,
