@@ -237,14 +237,10 @@ impl Upstream {
                 self.shared.metrics.upstream.connected.set(1);
                 match session {
                     Session::Sv1(session) => {
-                        session
-                            .run(&self.shared, &mut self.forwards, shutdown)
-                            .await
+                        serve(*session, &self.shared, &mut self.forwards, shutdown).await
                     }
                     Session::Sv2(session) => {
-                        session
-                            .run(&self.shared, &mut self.forwards, shutdown)
-                            .await
+                        serve(*session, &self.shared, &mut self.forwards, shutdown).await
                     }
                 }
             }
@@ -261,6 +257,54 @@ impl Upstream {
             self.shared.metrics.upstream.dropped.inc();
         }
     }
+}
+
+/// What differs between a connected Sv1 and Sv2 upstream; [`serve`] runs either.
+trait Protocol {
+    type Incoming;
+
+    /// The upstream's next message. Cancellation safe: a task of its own reads the connection.
+    async fn next_incoming(&mut self) -> Result<Self::Incoming, UpstreamError>;
+
+    fn on_incoming(
+        &mut self,
+        incoming: Self::Incoming,
+        shared: &Shared,
+    ) -> Result<(), UpstreamError>;
+
+    /// Submits a forwarded share, if the upstream channel takes it.
+    async fn submit(&mut self, share: ForwardedShare, shared: &Shared)
+        -> Result<(), UpstreamError>;
+
+    /// Closes our side of the connection.
+    async fn close(&mut self);
+
+    fn gave_work(&self) -> bool;
+}
+
+/// Serves a connected upstream until it goes away or the pool stops: its messages, and the
+/// shares forwarded to it.
+async fn serve<P: Protocol>(
+    mut session: P,
+    shared: &Shared,
+    forwards: &mut mpsc::Receiver<ForwardedShare>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let result = loop {
+        let step = tokio::select! {
+            incoming = session.next_incoming() => match incoming {
+                Ok(incoming) => session.on_incoming(incoming, shared),
+                Err(reason) => Err(reason),
+            },
+            Some(share) = forwards.recv() => session.submit(share, shared).await,
+            () = stopped(shutdown) => break None,
+        };
+        if let Err(reason) = step {
+            break Some(reason);
+        }
+    };
+    session.close().await;
+    SessionEnd::after(result, session.gave_work())
 }
 
 /// A connected upstream, by protocol.

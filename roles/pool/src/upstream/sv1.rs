@@ -12,7 +12,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use hashpool_service::lines::{read_lines, LineError};
-use hashpool_service::stopped;
 use hashpool_sv2_client::VERSION_ROLLING_MASK;
 use serde_json::{json, Value};
 use stratum_apps::stratum_core::binary_sv2::{Seq0255Owned, Sv2OptionOwned, U256Owned};
@@ -28,11 +27,11 @@ use stratum_core::sv1_api::utils::{Extranonce, HexU32Be};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::channel::{Opened, UpstreamChannel};
-use super::{ForwardedShare, SessionEnd, Shared, UpstreamError};
+use super::{ForwardedShare, Protocol, Shared, UpstreamError};
 use crate::config::UpstreamConfig;
 
 pub(super) const URL_SCHEME: &str = "stratum+tcp://";
@@ -158,31 +157,6 @@ impl Sv1Session {
         Ok(session)
     }
 
-    /// Serves the channel until the upstream goes away or the pool stops.
-    pub(super) async fn run(
-        mut self,
-        shared: &Shared,
-        forwards: &mut mpsc::Receiver<ForwardedShare>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> SessionEnd {
-        let result = loop {
-            let step = tokio::select! {
-                line = self.lines.recv() => match line {
-                    Some(Ok(line)) => self.on_line(&line, shared),
-                    Some(Err(error)) => Err(UpstreamError::Protocol(error.to_string())),
-                    None => Err(UpstreamError::Io("the upstream closed the connection".into())),
-                },
-                Some(share) = forwards.recv() => self.submit(share, shared).await,
-                () = stopped(shutdown) => break None,
-            };
-            if let Err(reason) = step {
-                break Some(reason);
-            }
-        };
-        let _ = self.writer.shutdown().await;
-        SessionEnd::after(result, self.channel.gave_work())
-    }
-
     fn on_line(&mut self, line: &str, shared: &Shared) -> Result<(), UpstreamError> {
         match parse(line)? {
             Parsed::Notification(notification) => self.on_notification(notification, shared),
@@ -278,6 +252,24 @@ impl Sv1Session {
         }
         Ok(())
     }
+}
+
+impl Protocol for Sv1Session {
+    type Incoming = String;
+
+    async fn next_incoming(&mut self) -> Result<String, UpstreamError> {
+        match self.lines.recv().await {
+            Some(Ok(line)) => Ok(line),
+            Some(Err(error)) => Err(UpstreamError::Protocol(error.to_string())),
+            None => Err(UpstreamError::Io(
+                "the upstream closed the connection".into(),
+            )),
+        }
+    }
+
+    fn on_incoming(&mut self, line: String, shared: &Shared) -> Result<(), UpstreamError> {
+        self.on_line(&line, shared)
+    }
 
     async fn submit(
         &mut self,
@@ -307,6 +299,14 @@ impl Sv1Session {
         }
         .into();
         write_message(&mut self.writer, &message).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+
+    fn gave_work(&self) -> bool {
+        self.channel.gave_work()
     }
 }
 

@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use hashpool_service::stopped;
 use hashpool_sv2_client::{
     Device, Messages, PoolConnection, PoolWriter, REQUIRES_FIXED_VERSION, REQUIRES_VERSION_ROLLING,
     VERSION_ROLLING_MASK,
 };
 use stratum_apps::stratum_core::bitcoin::Target;
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
-use tokio::sync::{mpsc, watch};
 
 use super::channel::{Opened, UpstreamChannel};
-use super::{ForwardedShare, SessionEnd, Shared, UpstreamError};
+use super::{ForwardedShare, Protocol, Shared, UpstreamError};
 use crate::config::UpstreamConfig;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,30 +77,6 @@ impl Sv2Session {
         })
     }
 
-    /// Serves the channel until the upstream goes away or the pool stops.
-    pub(super) async fn run(
-        mut self,
-        shared: &Shared,
-        forwards: &mut mpsc::Receiver<ForwardedShare>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> SessionEnd {
-        let result = loop {
-            let step = tokio::select! {
-                message = self.messages.recv() => match message {
-                    Ok(message) => self.on_message(message, shared),
-                    Err(error) => Err(error.into()),
-                },
-                Some(share) = forwards.recv() => self.submit(share, shared).await,
-                () = stopped(shutdown) => break None,
-            };
-            if let Err(reason) = step {
-                break Some(reason);
-            }
-        };
-        self.writer.shutdown().await;
-        SessionEnd::after(result, self.channel.gave_work())
-    }
-
     fn on_message(
         &mut self,
         message: AnyMessageOwned,
@@ -142,6 +116,22 @@ impl Sv2Session {
         }
         Ok(())
     }
+}
+
+impl Protocol for Sv2Session {
+    type Incoming = AnyMessageOwned;
+
+    async fn next_incoming(&mut self) -> Result<AnyMessageOwned, UpstreamError> {
+        Ok(self.messages.recv().await?)
+    }
+
+    fn on_incoming(
+        &mut self,
+        message: AnyMessageOwned,
+        shared: &Shared,
+    ) -> Result<(), UpstreamError> {
+        self.on_message(message, shared)
+    }
 
     async fn submit(
         &mut self,
@@ -155,5 +145,13 @@ impl Sv2Session {
             .send_mining(MiningOwned::SubmitSharesExtended(submit))
             .await?;
         Ok(())
+    }
+
+    async fn close(&mut self) {
+        self.writer.shutdown().await;
+    }
+
+    fn gave_work(&self) -> bool {
+        self.channel.gave_work()
     }
 }
