@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use cdk::nuts::{CurrencyUnit, MintQuoteState, SecretKey};
-use ehash::callback::{self, PayoutNotice};
+use ehash::callback::PayoutNotice;
 use ehash::ReleasePolicy;
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::Pool;
-use hashpool_testkit::{post_json, wait_for};
+use hashpool_testkit::wait_for;
 use redis::AsyncCommands;
 
 mod common;
@@ -123,17 +123,10 @@ async fn an_epochs_payout_is_minted_in_sats_exactly() {
 
 /// POSTs a signed notice that `payment` paid epoch 1 `PAYOUT_MSAT`.
 async fn post_payout(pool: &Pool, payment: &str) -> (u16, serde_json::Value) {
-    let body = serde_json::to_string(&PayoutNotice {
+    let notice = PayoutNotice {
         payment_id: payment.to_owned(),
         amount_msat: PAYOUT_MSAT,
         epoch: Some(1),
-    })
-    .unwrap();
-    let now = hashpool_service::unix_now();
-    let signature = callback::sign(SECRET.as_bytes(), now, body.as_bytes());
-    let headers = [
-        (callback::TIMESTAMP_HEADER, now.to_string()),
-        (callback::SIGNATURE_HEADER, signature),
-    ];
-    post_json(pool.http_address(), "/payout", &headers, &body).await
+    };
+    common::post_payout(pool, SECRET, &notice).await
 }

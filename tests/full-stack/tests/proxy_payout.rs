@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use cdk::nuts::{CurrencyUnit, MintQuoteState, SecretKey};
-use ehash::callback::{self, PayoutNotice};
+use ehash::callback::PayoutNotice;
 use ehash::{CreateQuote, QuoteMessage, ReleasePolicy};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 use hashpool_pool::config::{ProxyConfig, UpstreamBlocksConfig, UpstreamConfig};
 use hashpool_pool::{Pool, PoolConfig};
-use hashpool_testkit::{post_json, regtest_address, wait_for};
+use hashpool_testkit::{regtest_address, wait_for};
 use redis::AsyncCommands;
 
 mod common;
@@ -145,19 +145,12 @@ async fn the_upstreams_block_pays_the_proxys_miners_pro_rata() {
 
 /// POSTs a signed notice that a payment paid epoch 1 `PAYOUT_MSAT`.
 async fn post_payout(pool: &Pool) -> (u16, serde_json::Value) {
-    let body = serde_json::to_string(&PayoutNotice {
+    let notice = PayoutNotice {
         payment_id: "ocean-bolt12-payment".to_owned(),
         amount_msat: PAYOUT_MSAT,
         epoch: Some(1),
-    })
-    .unwrap();
-    let now = hashpool_service::unix_now();
-    let signature = callback::sign(SECRET.as_bytes(), now, body.as_bytes());
-    let headers = [
-        (callback::TIMESTAMP_HEADER, now.to_string()),
-        (callback::SIGNATURE_HEADER, signature),
-    ];
-    post_json(pool.http_address(), "/payout", &headers, &body).await
+    };
+    common::post_payout(pool, SECRET, &notice).await
 }
 
 /// The creates on the stream (all in epoch 1).

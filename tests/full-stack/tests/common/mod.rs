@@ -157,3 +157,21 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .await
         .unwrap()
 }
+
+/// POSTs a payout callback for `notice` to `pool`, signed now with `secret`; the status and the
+/// JSON answer.
+pub async fn post_payout(
+    pool: &Pool,
+    secret: &str,
+    notice: &ehash::callback::PayoutNotice,
+) -> (u16, serde_json::Value) {
+    use ehash::callback;
+    let body = serde_json::to_string(notice).unwrap();
+    let now = hashpool_service::unix_now();
+    let signature = callback::sign(secret.as_bytes(), now, body.as_bytes());
+    let headers = [
+        (callback::TIMESTAMP_HEADER, now.to_string()),
+        (callback::SIGNATURE_HEADER, signature),
+    ];
+    hashpool_testkit::post_json(pool.http_address(), "/payout", &headers, &body).await
+}
