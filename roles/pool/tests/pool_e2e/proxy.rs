@@ -427,10 +427,15 @@ async fn a_proxy_moves_to_the_next_upstream_when_the_first_is_gone() {
     second.shutdown().await;
 }
 
-/// An Sv2 "upstream" that completes the Noise handshake, reads SetupConnection and answers
-/// with an undecodable frame; counts the connections it took.
-async fn garbage_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
-    use super::oversize::AnnouncedFrame;
+/// A fake upstream on a free port that serves each connection with `serve`, one after the
+/// other, and counts the connections it took.
+async fn counting_upstream<Serve, Served>(
+    serve: Serve,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
+where
+    Serve: Fn(tokio::net::TcpStream) -> Served + Send + 'static,
+    Served: std::future::Future<Output = ()> + Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -439,30 +444,40 @@ async fn garbage_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::Ato
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             counter.fetch_add(1, Ordering::SeqCst);
-            let authority = PoolConfig::default().authority;
-            let Ok((mut reader, mut writer)) = hashpool_pool::noise::accept(
-                tcp,
-                authority.public_key,
-                authority.secret_key,
-                Duration::from_secs(60),
-                hashpool_pool::downstream::MAX_PAYLOAD,
-            )
-            .await
-            else {
-                continue;
-            };
-            let _setup = reader.read_frame().await;
-            // NewExtendedMiningJob (0x1f) with three bytes: no such message decodes.
-            let _ = writer
-                .write_frame(AnnouncedFrame {
-                    message_type: 0x1f,
-                    announced: 3,
-                    sent: vec![1, 2, 3],
-                })
-                .await;
+            serve(tcp).await;
         }
     });
     (address, accepted)
+}
+
+/// An Sv2 "upstream" that completes the Noise handshake, reads SetupConnection and answers
+/// with an undecodable frame; counts the connections it took.
+async fn garbage_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use super::oversize::AnnouncedFrame;
+    counting_upstream(|tcp| async move {
+        let authority = PoolConfig::default().authority;
+        let Ok((mut reader, mut writer)) = hashpool_pool::noise::accept(
+            tcp,
+            authority.public_key,
+            authority.secret_key,
+            Duration::from_secs(60),
+            hashpool_pool::downstream::MAX_PAYLOAD,
+        )
+        .await
+        else {
+            return;
+        };
+        let _setup = reader.read_frame().await;
+        // NewExtendedMiningJob (0x1f) with three bytes: no such message decodes.
+        let _ = writer
+            .write_frame(AnnouncedFrame {
+                message_type: 0x1f,
+                announced: 3,
+                sent: vec![1, 2, 3],
+            })
+            .await;
+    })
+    .await
 }
 
 /// With an upstream that sends garbage: the proxy drops it (a protocol failure) and reconnects
@@ -758,22 +773,14 @@ async fn a_proxy_falls_over_from_an_sv1_port_to_the_sv2_port() {
 /// An Sv1 "upstream" that answers every line with garbage; counts the connections it took.
 async fn garbage_sv1_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            counter.fetch_add(1, Ordering::SeqCst);
-            let (reader, mut writer) = tcp.into_split();
-            let mut lines = BufReader::new(reader).lines();
-            if let Ok(Some(_)) = lines.next_line().await {
-                let _ = writer.write_all(b"\x00 this is not JSON-RPC\n").await;
-            }
+    counting_upstream(|tcp| async move {
+        let (reader, mut writer) = tcp.into_split();
+        let mut lines = BufReader::new(reader).lines();
+        if let Ok(Some(_)) = lines.next_line().await {
+            let _ = writer.write_all(b"\x00 this is not JSON-RPC\n").await;
         }
-    });
-    (address, accepted)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
