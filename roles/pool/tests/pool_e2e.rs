@@ -84,16 +84,7 @@ impl Stack {
         let node = Bitcoind::start().unwrap();
         node.mine(101).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let stream = format!("{}quotes", unique_redis_prefix(test));
-        let mut config = PoolConfig::ephemeral(
-            dir.path(),
-            node.rpc_url(),
-            node.cookie_file(),
-            regtest_address().to_string(),
-            stream.clone(),
-        );
-        config.redis.url = SHARED_REDIS.to_owned();
-        config.redis.publisher_id = Some(test.to_owned());
+        let (mut config, stream) = test_pool_config(&node, dir.path(), test);
         configure(&mut config);
         let redis_url = config.redis.url.clone();
         let pool = Pool::start(config.clone()).await.expect("the pool starts");
@@ -123,6 +114,22 @@ impl Stack {
     async fn stream_messages(&self) -> Vec<QuoteMessage> {
         stream_messages(&self.redis_url, &self.stream).await
     }
+}
+
+/// The test configuration of a pool of test `test` on `node`, with its files in `dir` and its
+/// own stream (returned too) on the shared Redis.
+fn test_pool_config(node: &Bitcoind, dir: &std::path::Path, test: &str) -> (PoolConfig, String) {
+    let stream = format!("{}quotes", unique_redis_prefix(test));
+    let mut config = PoolConfig::ephemeral(
+        dir,
+        node.rpc_url(),
+        node.cookie_file(),
+        regtest_address().to_string(),
+        stream.clone(),
+    );
+    config.redis.url = SHARED_REDIS.to_owned();
+    config.redis.publisher_id = Some(test.to_owned());
+    (config, stream)
 }
 
 /// Every quote message on `stream`, in order.

@@ -55,15 +55,7 @@ impl Proxy {
         configure: impl FnOnce(&mut PoolConfig),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let stream = format!("{}quotes", unique_redis_prefix(test));
-        let mut config = PoolConfig::ephemeral(
-            dir.path(),
-            node.rpc_url(),
-            node.cookie_file(),
-            regtest_address().to_string(),
-            stream.clone(),
-        );
-        config.redis.publisher_id = Some(test.to_owned());
+        let (mut config, stream) = test_pool_config(node, dir.path(), test);
         config.proxy = Some(ProxyConfig {
             reconnect_delay_ms: 20,
             max_reconnect_delay_ms: 200,
