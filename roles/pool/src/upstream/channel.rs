@@ -255,38 +255,39 @@ impl UpstreamChannel {
         share: ForwardedShare,
         shared: &Shared,
     ) -> Option<SubmitSharesExtendedOwned> {
-        let checked = (share.session == self.session)
-            .then(|| share.extranonce.clone().try_into().ok())
-            .flatten()
-            .and_then(|extranonce| {
-                let submit = SubmitSharesExtendedOwned {
-                    channel_id: self.channel.get_channel_id(),
-                    sequence_number: self.next_sequence_number,
-                    job_id: share.upstream_job_id,
-                    nonce: share.nonce,
-                    ntime: share.ntime,
-                    version: share.version,
-                    extranonce,
-                };
-                match self.channel.validate_share(submit.clone()) {
-                    Ok(_) => Some(submit),
-                    Err(error) => {
-                        tracing::debug!(
-                            ?error,
-                            job_id = share.upstream_job_id,
-                            "forward not submitted"
-                        );
-                        None
-                    }
-                }
-            });
-        let Some(submit) = checked else {
+        let Some(submit) = self.checked(&share) else {
             shared.metrics.upstream.dropped.inc();
             return None;
         };
         self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
         self.pending.submitted(submit.sequence_number, share.miner);
         shared.metrics.upstream.forwarded.inc();
+        Some(submit)
+    }
+
+    /// The share as the upstream would get it, if it is for this session and the client channel
+    /// finds it valid there.
+    fn checked(&mut self, share: &ForwardedShare) -> Option<SubmitSharesExtendedOwned> {
+        if share.session != self.session {
+            return None;
+        }
+        let submit = SubmitSharesExtendedOwned {
+            channel_id: self.channel.get_channel_id(),
+            sequence_number: self.next_sequence_number,
+            job_id: share.upstream_job_id,
+            nonce: share.nonce,
+            ntime: share.ntime,
+            version: share.version,
+            extranonce: share.extranonce.clone().try_into().ok()?,
+        };
+        if let Err(error) = self.channel.validate_share(submit.clone()) {
+            tracing::debug!(
+                ?error,
+                job_id = share.upstream_job_id,
+                "forward not submitted"
+            );
+            return None;
+        }
         Some(submit)
     }
 
