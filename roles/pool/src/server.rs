@@ -66,13 +66,15 @@ pub struct Pool {
     _upstream_blocks: Option<UpstreamBlockWatch>,
 }
 
-/// Where the channels' work comes from, and what goes with it.
+/// Where the channels' work comes from, and what goes with it: solo, the template feed and
+/// block submission; proxy, the upstream task and (under payout epochs) the upstream-block watch.
 struct WorkSource {
     work: watch::Receiver<Option<Work>>,
     template_store: TemplateStore,
     feed: Option<TemplateFeed>,
     blocks: Option<BlockSubmitter>,
     upstream: Option<UpstreamHandle>,
+    upstream_blocks: Option<UpstreamBlockWatch>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -89,14 +91,8 @@ impl Pool {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let epochs = epoch_book(&config)?;
         let source = match &config.proxy {
-            Some(proxy) => proxy_source(proxy, &metrics, &shutdown_rx),
+            Some(proxy) => proxy_source(&config, proxy, &metrics, &epochs, &shutdown_rx).await?,
             None => solo_source(&config, &metrics, &epochs, &shutdown_rx).await?,
-        };
-        let upstream_blocks = match (&config.proxy, &epochs) {
-            (Some(proxy), Some(epochs)) => {
-                Some(watch_upstream_blocks(&config, proxy, epochs).await?)
-            }
-            _ => None,
         };
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
@@ -143,7 +139,7 @@ impl Pool {
             tasks,
             publisher,
             _feed: source.feed,
-            _upstream_blocks: upstream_blocks,
+            _upstream_blocks: source.upstream_blocks,
         })
     }
 
@@ -202,29 +198,37 @@ async fn solo_source(
         feed: Some(feed),
         blocks: Some(blocks),
         upstream: None,
+        upstream_blocks: None,
         tasks: vec![submitter],
     })
 }
 
 /// Proxy: the upstream pool's jobs; its blocks are the upstream's to submit.
-fn proxy_source(
+async fn proxy_source(
+    config: &PoolConfig,
     proxy: &ProxyConfig,
     metrics: &Arc<PoolMetrics>,
+    epochs: &Option<Arc<EpochBook>>,
     shutdown: &watch::Receiver<bool>,
-) -> WorkSource {
+) -> Result<WorkSource, PoolError> {
+    let upstream_blocks = match epochs {
+        Some(epochs) => Some(watch_upstream_blocks(config, proxy, epochs).await?),
+        None => None,
+    };
     let (task, handle, work) = Upstream::start(proxy.clone(), metrics.clone(), shutdown.clone());
     tracing::info!(
         upstreams = proxy.upstreams.len(),
         "proxy mode: mining on upstream jobs"
     );
-    WorkSource {
+    Ok(WorkSource {
         work,
         template_store: TemplateStore::default(),
         feed: None,
         blocks: None,
         upstream: Some(handle),
+        upstream_blocks,
         tasks: vec![task],
-    }
+    })
 }
 
 /// Proxy mode, payout epochs: the upstream's blocks on the chain close epochs.
