@@ -404,7 +404,7 @@ impl Handshake {
             {
                 self.authorized = Some(response.result == Value::Bool(true));
             }
-            _ => match parse(line)? {
+            _ => match classify(message)? {
                 Parsed::Notification(Server2Client::SetDifficulty(set)) => {
                     self.difficulty = Some(set.value)
                 }
@@ -450,6 +450,11 @@ fn parse(line: &str) -> Result<Parsed, UpstreamError> {
             };
         }
     };
+    classify(message)
+}
+
+/// What a decoded message from the upstream is.
+fn classify(message: Message) -> Result<Parsed, UpstreamError> {
     match &message {
         Message::OkResponse(response) | Message::ErrorResponse(response) => {
             return Ok(Parsed::Answer {
