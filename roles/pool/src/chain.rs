@@ -138,12 +138,49 @@ impl TemplateStore {
     }
 }
 
-/// Follows bitcoind: polls the tip every `poll` and publishes a new template when it changes (and
-/// every [`TEMPLATE_REFRESH`] otherwise). Runs on its own thread: RPC calls block.
-pub struct TemplateFeed {
-    /// Dropped to stop the thread: its wait between polls ends at once.
+/// A thread that runs `step` every `poll` until dropped (its wait between steps ends at once):
+/// for work against bitcoind, whose RPC calls block.
+pub struct PollingThread {
+    /// Dropped to stop the thread.
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PollingThread {
+    pub fn start(name: &str, poll: Duration, mut step: impl FnMut() + Send + 'static) -> Self {
+        let (stop, stopping) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || loop {
+                step();
+                if !matches!(
+                    stopping.recv_timeout(poll),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    return;
+                }
+            })
+            .expect("a thread can be spawned");
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PollingThread {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Follows bitcoind: polls the tip every `poll` and publishes a new template when it changes (and
+/// every [`TEMPLATE_REFRESH`] otherwise). Stops when dropped.
+pub struct TemplateFeed {
+    _thread: PollingThread,
 }
 
 impl TemplateFeed {
@@ -154,62 +191,16 @@ impl TemplateFeed {
         store: TemplateStore,
     ) -> (Self, watch::Receiver<Option<Work>>) {
         let (sender, receiver) = watch::channel(None);
-        let (stop, stopping) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("template-feed".into())
-            .spawn(move || follow_tip(&rpc, &payout, poll, &store, &sender, &stopping))
-            .expect("a thread can be spawned");
-        (
-            Self {
-                stop: Some(stop),
-                thread: Some(thread),
-            },
-            receiver,
-        )
-    }
-}
-
-impl Drop for TemplateFeed {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn follow_tip(
-    rpc: &BitcoindRpc,
-    payout: &ScriptBuf,
-    poll: Duration,
-    store: &TemplateStore,
-    sender: &watch::Sender<Option<Work>>,
-    stop: &std::sync::mpsc::Receiver<()>,
-) {
-    let mut follower = TipFollower {
-        next_id: 1,
-        tip: None,
-        built_at: Instant::now(),
-        failing: false,
-    };
-    loop {
-        if let Some(gbt) = follower.poll(rpc) {
-            match Template::from_gbt(&gbt, follower.next_id, payout.clone()) {
-                Ok(template) => {
-                    let template = Arc::new(follower.built(template));
-                    store.insert(template.clone());
-                    sender.send_replace(Some(Work::Solo(template)));
-                }
-                Err(error) => tracing::error!(%error, "cannot use bitcoind's block template"),
-            }
-        }
-        // Sleeps `poll`, or less when the feed is dropped (its sender gone).
-        if !matches!(
-            stop.recv_timeout(poll),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-        ) {
-            return;
-        }
+        let mut follower = TipFollower {
+            next_id: 1,
+            tip: None,
+            built_at: Instant::now(),
+            failing: false,
+        };
+        let thread = PollingThread::start("template-feed", poll, move || {
+            follower.step(&rpc, &payout, &store, &sender)
+        });
+        (Self { _thread: thread }, receiver)
     }
 }
 
@@ -223,6 +214,27 @@ struct TipFollower {
 }
 
 impl TipFollower {
+    /// One poll: a new template, if there is one, into the store and out to the channels.
+    fn step(
+        &mut self,
+        rpc: &BitcoindRpc,
+        payout: &ScriptBuf,
+        store: &TemplateStore,
+        sender: &watch::Sender<Option<Work>>,
+    ) {
+        let Some(gbt) = self.poll(rpc) else {
+            return;
+        };
+        match Template::from_gbt(&gbt, self.next_id, payout.clone()) {
+            Ok(template) => {
+                let template = Arc::new(self.built(template));
+                store.insert(template.clone());
+                sender.send_replace(Some(Work::Solo(template)));
+            }
+            Err(error) => tracing::error!(%error, "cannot use bitcoind's block template"),
+        }
+    }
+
     /// A new block template when the tip moved or the last one is older than
     /// [`TEMPLATE_REFRESH`]; `None` otherwise, or when bitcoind cannot be asked.
     fn poll(&mut self, rpc: &BitcoindRpc) -> Option<GetBlockTemplateResult> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bitcoincore_rpc::RpcApi;
 use stratum_apps::stratum_core::bitcoin::{BlockHash, ScriptBuf, Transaction};
 
-use crate::chain::BitcoindRpc;
+use crate::chain::{BitcoindRpc, PollingThread};
 use crate::epochs::{EpochBook, ScanCursor};
 
 /// Blocks walked back from the tip at most, per poll (a day of blocks on mainnet).
@@ -45,8 +45,7 @@ impl UpstreamBlockMatcher {
 
 /// Polls bitcoind on a thread of its own (RPC calls block); stops when dropped.
 pub struct UpstreamBlockWatch {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _thread: PollingThread,
 }
 
 impl UpstreamBlockWatch {
@@ -56,38 +55,14 @@ impl UpstreamBlockWatch {
         epochs: Arc<EpochBook>,
         poll: Duration,
     ) -> Self {
-        let (stop, stopping) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("upstream-blocks".into())
-            .spawn(move || {
-                let mut last_tip = None;
-                loop {
-                    match scan(&rpc, &matcher, &epochs, last_tip) {
-                        Ok(tip) => last_tip = Some(tip),
-                        Err(error) => tracing::warn!(%error, "cannot scan for upstream blocks"),
-                    }
-                    if !matches!(
-                        stopping.recv_timeout(poll),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                    ) {
-                        return;
-                    }
-                }
-            })
-            .expect("a thread can be spawned");
-        Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UpstreamBlockWatch {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let mut last_tip = None;
+        let thread = PollingThread::start("upstream-blocks", poll, move || {
+            match scan(&rpc, &matcher, &epochs, last_tip) {
+                Ok(tip) => last_tip = Some(tip),
+                Err(error) => tracing::warn!(%error, "cannot scan for upstream blocks"),
+            }
+        });
+        Self { _thread: thread }
     }
 }
 
