@@ -358,24 +358,24 @@ impl Worker {
     }
 }
 
-/// Merges consecutive ehash updates into one message: one update per batch instead of one per
-/// share, with the same effect at the mint.
+/// The batch as it goes on the stream: every ehash update in it merged into one message after
+/// the batch's other messages. One update per batch instead of one per share halves the entries
+/// the stream holds and the mint reads. Moving an ehash update later is always safe (it only
+/// ever follows its creates); creates and epoch releases keep their order, since an epoch's
+/// release must follow the epoch's creates.
 fn coalesce<'a>(messages: impl Iterator<Item = &'a QuoteMessage>) -> Vec<QuoteMessage> {
     let mut out: Vec<QuoteMessage> = Vec::new();
+    let mut released: Vec<uuid::Uuid> = Vec::new();
     for message in messages {
-        if let (
+        match message {
             QuoteMessage::Update(UpdateQuote {
                 release: Release::Quotes(ids),
-            }),
-            Some(QuoteMessage::Update(UpdateQuote {
-                release: Release::Quotes(previous),
-            })),
-        ) = (message, out.last_mut())
-        {
-            previous.extend(ids.iter().copied());
-            continue;
+            }) => released.extend(ids.iter().copied()),
+            other => out.push(other.clone()),
         }
-        out.push(message.clone());
+    }
+    if !released.is_empty() {
+        out.push(QuoteMessage::Update(UpdateQuote::paid(released)));
     }
     out
 }
@@ -420,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn consecutive_updates_coalesce_in_order() {
+    fn a_batch_carries_one_ehash_update_after_its_other_messages() {
         let create = QuoteMessage::Create(ehash::CreateQuote::for_share(ehash::AcceptedShare {
             share_hash: bitcoin::hashes::Hash::all_zeros(),
             locking_pubkey: "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
@@ -433,8 +433,21 @@ mod tests {
             epoch: 1,
             accepted_at: 1,
         }));
-        let batch = [update(&[1]), update(&[2, 3]), create.clone(), update(&[4])];
+        let epoch = QuoteMessage::Update(UpdateQuote::epoch_paid(ehash::EpochRelease {
+            epoch: 1,
+            payout: 1_000,
+            total_work: 1,
+            quotes: 1,
+            payment_id: "payment".into(),
+        }));
+        let batch = [
+            update(&[1]),
+            update(&[2, 3]),
+            create.clone(),
+            epoch.clone(),
+            update(&[4]),
+        ];
         let merged = coalesce(batch.iter());
-        assert_eq!(merged, vec![update(&[1, 2, 3]), create, update(&[4])]);
+        assert_eq!(merged, vec![create, epoch, update(&[1, 2, 3, 4])]);
     }
 }
