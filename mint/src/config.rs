@@ -84,9 +84,11 @@ pub struct ConsumerConfig {
     pub url: String,
     pub stream: String,
     pub group: String,
-    /// This process's name in the consumer group; `mint-<hostname>-<pid>` when unset.
+    /// This process's name in the consumer group; `mint-<hostname>` when unset, stable across
+    /// restarts so a restarted mint finishes its own pending entries at once. Several workers
+    /// on one host each need a name of their own.
     pub consumer_name: Option<String>,
-    /// Entries read per XREADGROUP.
+    /// Entries read per XREADGROUP; a run of them is applied in one store transaction.
     pub batch_size: usize,
     /// How long one XREADGROUP blocks waiting for new entries.
     pub block_ms: u64,

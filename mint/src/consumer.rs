@@ -6,6 +6,10 @@
 //! dead-letter stream with its reason and is acknowledged; store trouble, or an update that
 //! overtook its create, leaves the entry pending and it is tried again. Entries every group has
 //! acknowledged are trimmed from the stream (see [`crate::trim`]).
+//!
+//! What one read returns is applied in as few store transactions as it can be: each run of
+//! creates and ehash updates as one batch ([`QuoteBook::apply_batch`]), an epoch release on its
+//! own. A batch that cannot commit is applied again one message at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::config::ConsumerConfig;
 use crate::metrics::MintMetrics;
-use crate::quotes::{Created, QuoteBook, QuoteBookError};
+use crate::quotes::{Applied, Batchable, Created, QuoteBook, QuoteBookError};
 
 /// How long an update may wait for its create before it is dead-lettered.
 const UPDATE_WAIT_LIMIT: Duration = Duration::from_secs(600);
@@ -277,9 +281,11 @@ impl QuoteConsumer {
     }
 
     async fn process(&mut self, entries: Vec<StreamId>) -> redis::RedisResult<()> {
+        let messages: Vec<Result<QuoteMessage, String>> = entries.iter().map(decode).collect();
+        let outcomes = self.apply_all(&messages).await;
         let mut done = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match self.apply(&entry).await {
+        for (entry, outcome) in entries.into_iter().zip(outcomes) {
+            match outcome {
                 Outcome::Done => {
                     self.waiting.remove(&entry.id);
                     done.push(entry.id);
@@ -314,34 +320,96 @@ impl QuoteConsumer {
         Ok(())
     }
 
-    async fn apply(&self, entry: &StreamId) -> Outcome {
-        let Some(json) = entry.get::<String>(ehash::STREAM_FIELD) else {
-            // Emptied by XDEL/XTRIM, or not written by a pool.
-            return Outcome::Reject(format!("entry has no \"{}\" field", ehash::STREAM_FIELD));
+    /// What became of each message, in order. Runs of creates and ehash updates go to the store
+    /// as one transaction each; an epoch release is applied on its own, after what precedes it.
+    async fn apply_all(&self, messages: &[Result<QuoteMessage, String>]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = messages.iter().map(|_| None).collect();
+        let mut run: Vec<(usize, Batchable<'_>)> = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let message = match message {
+                Ok(message) => message,
+                Err(reason) => {
+                    outcomes[index] = Some(Outcome::Reject(reason.clone()));
+                    continue;
+                }
+            };
+            self.metrics.messages.inc();
+            match Batchable::of(message) {
+                Some(batchable) => run.push((index, batchable)),
+                None => {
+                    self.apply_run(&mut run, &mut outcomes).await;
+                    outcomes[index] = Some(self.apply_one(message).await);
+                }
+            }
+        }
+        self.apply_run(&mut run, &mut outcomes).await;
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every message has an outcome"))
+            .collect()
+    }
+
+    /// Applies `run` in one store transaction, or one message at a time if that fails (another
+    /// worker stored one of its quotes meanwhile, or the store is in trouble), and empties it.
+    async fn apply_run(
+        &self,
+        run: &mut Vec<(usize, Batchable<'_>)>,
+        outcomes: &mut [Option<Outcome>],
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let messages: Vec<Batchable<'_>> = run.iter().map(|&(_, message)| message).collect();
+        match self.book.apply_batch(&messages).await {
+            Ok(results) => {
+                self.metrics.batches.inc();
+                for (&(index, _), result) in run.iter().zip(results) {
+                    outcomes[index] = Some(self.outcome(result));
+                }
+            }
+            Err(error) => {
+                self.metrics.batch_fallbacks.inc();
+                tracing::debug!(%error, messages = run.len(), "batch not committed; applying its messages one at a time");
+                for &(index, message) in run.iter() {
+                    let result = match message {
+                        Batchable::Create(create) => {
+                            self.book.create(create).await.map(Applied::Created)
+                        }
+                        Batchable::Pay(ids) => self.book.pay_quotes(ids).await.map(Applied::Paid),
+                    };
+                    outcomes[index] = Some(self.outcome(result));
+                }
+            }
+        }
+        run.clear();
+    }
+
+    /// Applies a message that is not batched (an epoch release).
+    async fn apply_one(&self, message: &QuoteMessage) -> Outcome {
+        let result = match message {
+            QuoteMessage::Create(create) => self.book.create(create).await.map(Applied::Created),
+            QuoteMessage::Update(update) => self.book.release(update).await.map(Applied::Paid),
         };
-        let message = match QuoteMessage::from_json(&json) {
-            Ok(message) => message,
-            Err(error) => return Outcome::Reject(error.to_string()),
-        };
-        self.metrics.messages.inc();
-        let result = match &message {
-            QuoteMessage::Create(create) => self.book.create(create).await.map(|created| {
-                let counter = match created {
-                    Created::New => &self.metrics.quotes_created,
-                    Created::AlreadyStored => &self.metrics.quotes_redelivered,
-                };
-                counter.inc();
-            }),
-            QuoteMessage::Update(update) => self.book.release(update).await.map(|newly_paid| {
+        self.outcome(result)
+    }
+
+    /// Counts what was applied, and says what to do with the entry.
+    fn outcome(&self, result: Result<Applied, QuoteBookError>) -> Outcome {
+        match result {
+            Ok(Applied::Created(Created::New)) => {
+                self.metrics.quotes_created.inc();
+            }
+            Ok(Applied::Created(Created::AlreadyStored)) => {
+                self.metrics.quotes_redelivered.inc();
+            }
+            Ok(Applied::Paid(newly_paid)) => {
                 self.metrics.updates_applied.inc();
                 self.metrics.quotes_paid.inc_by(newly_paid as u64);
-            }),
+            }
+            Err(error) if error.is_transient() => return Outcome::Retry(error),
+            Err(error) => return Outcome::Reject(error.to_string()),
         };
-        match result {
-            Ok(()) => Outcome::Done,
-            Err(error) if error.is_transient() => Outcome::Retry(error),
-            Err(error) => Outcome::Reject(error.to_string()),
-        }
+        Outcome::Done
     }
 
     /// Parks an entry with the reason it was refused, and acknowledges it, atomically.
@@ -368,6 +436,15 @@ impl QuoteConsumer {
         self.metrics.dead_letters.inc();
         Ok(())
     }
+}
+
+/// The quote message an entry carries, or why it has none.
+fn decode(entry: &StreamId) -> Result<QuoteMessage, String> {
+    let Some(json) = entry.get::<String>(ehash::STREAM_FIELD) else {
+        // Emptied by XDEL/XTRIM, or not written by a pool.
+        return Err(format!("entry has no \"{}\" field", ehash::STREAM_FIELD));
+    };
+    QuoteMessage::from_json(&json).map_err(|error| error.to_string())
 }
 
 /// `mint-<hostname>`: stable across restarts, so a restarted mint reads its own pending entries

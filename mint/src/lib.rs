@@ -302,6 +302,15 @@ impl MintServer {
                 lightning::payouts::PayoutWatcher::new(node.node(), payouts.clone(), node_config)?;
             tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
         }
+        if let Some(url) = &config.database.postgres_url {
+            match quotes::PostgresBatchWriter::connect(url).await {
+                Ok(writer) => book = book.with_postgres_writer(writer),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "stream batches go through cdk's store API (slower) instead of set-based SQL"
+                ),
+            }
+        }
         let consumer =
             consumer::QuoteConsumer::connect(config.redis.clone(), book.clone(), metrics.clone())
                 .await?;

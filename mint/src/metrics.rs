@@ -18,6 +18,10 @@ pub struct MintMetrics {
     pub updates_applied: Counter,
     /// Quotes that became PAID (each counted once, however often its update arrives).
     pub quotes_paid: Counter,
+    /// Store transactions that applied a run of stream messages together.
+    pub batches: Counter,
+    /// Runs that could not commit together and were applied one message at a time.
+    pub batch_fallbacks: Counter,
     /// Successful `POST /v1/mint/ehash` and `/v1/mint/ehash/batch` requests: quotes issued.
     pub mint_requests: Counter,
     /// Stream entries the group has not read yet, as of the last check.
@@ -99,6 +103,16 @@ impl MintMetrics {
                 &self.updates_applied,
             ),
             ("quotes_paid", "Quotes that became PAID", &self.quotes_paid),
+            (
+                "store_batches",
+                "Store transactions that applied a run of stream messages",
+                &self.batches,
+            ),
+            (
+                "store_batch_fallbacks",
+                "Runs of stream messages applied one at a time after their batch failed",
+                &self.batch_fallbacks,
+            ),
             (
                 "mint_requests",
                 "Successful mint requests (quotes issued)",

@@ -11,13 +11,20 @@ use cdk::nuts::{
     CurrencyUnit, MintQuoteCustomResponse, NotificationPayload, PaymentMethod, PublicKey,
 };
 use cdk::{Amount, Mint};
-use cdk_common::database::Error as StoreError;
+use cdk_common::database::{DynMintTransaction, Error as StoreError};
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
 use ehash::{CreateQuote, EpochRelease, LockingPubkey, Release, UpdateQuote};
 use thiserror::Error;
 use uuid::Uuid;
 
 use crate::lightning::ledger::{CustodyError, PayoutLedger};
+
+mod batch;
+mod plan;
+mod postgres;
+
+pub use batch::{Applied, BatchResults, Batchable};
+pub use postgres::{PostgresBatchError, PostgresBatchWriter};
 
 /// KV namespace of the index from locking key to quote ids (cdk has no query by pubkey).
 const KEY_INDEX_NAMESPACE: &str = "ehash_quotes_by_key";
@@ -127,6 +134,8 @@ pub struct QuoteBook {
     method: PaymentMethod,
     /// When set, an epoch is released only against a payout this mint's node received.
     custody: Option<PayoutLedger>,
+    /// On PostgreSQL: writes batches with set-based SQL instead of cdk's row-at-a-time API.
+    postgres_writer: Option<Arc<PostgresBatchWriter>>,
 }
 
 /// The cdk unit of a create's unit, `hash` (ehash) or `sat` (payout epochs).
@@ -142,13 +151,74 @@ fn cdk_unit(create: &CreateQuote) -> Result<CurrencyUnit, QuoteBookError> {
     }
 }
 
+/// Adds a create's quote to our indexes: by locking key (for the lookup), and by epoch for a
+/// sat quote (what the epoch's payout is split over).
+async fn write_indexes(
+    tx: &mut DynMintTransaction,
+    create: &CreateQuote,
+    unit: &CurrencyUnit,
+) -> Result<(), StoreError> {
+    tx.kv_write(
+        KEY_INDEX_NAMESPACE,
+        &create.locking_pubkey.to_string(),
+        &create.quote_id.to_string(),
+        &create.created_at.to_be_bytes(),
+    )
+    .await?;
+    if *unit == CurrencyUnit::Sat {
+        tx.kv_write(
+            EPOCH_INDEX_NAMESPACE,
+            &create.epoch.to_string(),
+            &create.quote_id.to_string(),
+            &create.amount.to_be_bytes(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The id of the payment an update records on a quote. It is derived from the quote (and
+/// epoch), so the store records it once however often the update is delivered.
+fn payment_id(quote_id: Uuid, epoch: Option<u64>) -> String {
+    match epoch {
+        None => format!("ehash-{quote_id}"),
+        Some(epoch) => format!("epoch-{epoch}-{quote_id}"),
+    }
+}
+
+/// The payment an update records on a quote, as cdk takes it.
+fn ehash_payment(
+    quote: &MintQuote,
+    quote_id: Uuid,
+    epoch: Option<u64>,
+    amount: Amount<CurrencyUnit>,
+) -> WaitPaymentResponse {
+    WaitPaymentResponse {
+        payment_identifier: quote.request_lookup_id.clone(),
+        payment_amount: amount,
+        payment_id: payment_id(quote_id, epoch),
+    }
+}
+
 impl QuoteBook {
     pub fn new(mint: Arc<Mint>) -> Self {
         Self {
             mint,
             method: PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
             custody: None,
+            postgres_writer: None,
         }
+    }
+
+    /// The set-based writer batches go through, on PostgreSQL.
+    pub fn postgres_writer(&self) -> Option<&PostgresBatchWriter> {
+        self.postgres_writer.as_deref()
+    }
+
+    /// Writes batches through `writer` (the store must be the PostgreSQL it connects to).
+    pub fn with_postgres_writer(mut self, writer: PostgresBatchWriter) -> Self {
+        self.postgres_writer = Some(Arc::new(writer));
+        self
     }
 
     /// Releases epochs only against payouts `ledger` records as received.
@@ -186,22 +256,7 @@ impl QuoteBook {
                 return Err(error.into());
             }
         }
-        tx.kv_write(
-            KEY_INDEX_NAMESPACE,
-            &create.locking_pubkey.to_string(),
-            &create.quote_id.to_string(),
-            &create.created_at.to_be_bytes(),
-        )
-        .await?;
-        if unit == CurrencyUnit::Sat {
-            tx.kv_write(
-                EPOCH_INDEX_NAMESPACE,
-                &create.epoch.to_string(),
-                &create.quote_id.to_string(),
-                &create.amount.to_be_bytes(),
-            )
-            .await?;
-        }
+        write_indexes(&mut tx, create, &unit).await?;
         tx.commit().await?;
         self.notify_created(notice);
         tracing::debug!(amount = create.amount, "quote stored UNPAID");
@@ -259,12 +314,7 @@ impl QuoteBook {
     pub async fn release(&self, update: &UpdateQuote) -> Result<usize, QuoteBookError> {
         let mut newly_paid = 0;
         match &update.release {
-            Release::Quotes(ids) => {
-                for id in ids {
-                    newly_paid +=
-                        usize::from(self.pay(*id, None, |quote| quote.amount.clone()).await?);
-                }
-            }
+            Release::Quotes(ids) => newly_paid = self.pay_quotes(ids).await?,
             Release::Epoch(release) => {
                 let split = self.epoch_split(release).await?;
                 if let Some(ledger) = &self.custody {
@@ -284,6 +334,16 @@ impl QuoteBook {
                     );
                 }
             }
+        }
+        Ok(newly_paid)
+    }
+
+    /// Marks ehash quotes PAID for their created amounts, one transaction each; returns how many
+    /// were not PAID before.
+    pub async fn pay_quotes(&self, ids: &[Uuid]) -> Result<usize, QuoteBookError> {
+        let mut newly_paid = 0;
+        for id in ids {
+            newly_paid += usize::from(self.pay(*id, None, |quote| quote.amount.clone()).await?);
         }
         Ok(newly_paid)
     }
@@ -358,15 +418,7 @@ impl QuoteBook {
             tx.rollback().await?;
             return Ok(false);
         };
-        let payment_id = match epoch {
-            None => format!("ehash-{quote_id}"),
-            Some(epoch) => format!("epoch-{epoch}-{quote_id}"),
-        };
-        let payment = WaitPaymentResponse {
-            payment_identifier: quote.request_lookup_id.clone(),
-            payment_amount: amount,
-            payment_id,
-        };
+        let payment = ehash_payment(&quote, quote_id, epoch, amount);
         let newly_paid = self
             .mint
             .pay_mint_quote(&mut tx, &mut quote, payment)
