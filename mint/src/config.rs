@@ -103,7 +103,7 @@ impl Default for ConsumerConfig {
             stream: ehash::QUOTE_STREAM.to_owned(),
             group: ehash::MINT_CONSUMER_GROUP.to_owned(),
             consumer_name: None,
-            batch_size: 256,
+            batch_size: 1024,
             block_ms: 1000,
             claim_idle_ms: 30_000,
         }

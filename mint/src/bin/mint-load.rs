@@ -1,7 +1,8 @@
-//! Mint benchmark: pushes N create + PAID update messages onto a fresh stream of the local
-//! Redis, starts the mint in-process on a fresh SQLite store, and measures how fast it stores
-//! and pays them; then mints quotes over HTTP with a cdk wallet (NUT-20 signed, one quote per
-//! request) and reports mints/s.
+//! Mint benchmark: pushes N quotes onto a fresh stream of the local Redis as the pool publishes
+//! them (creates, then one PAID update per 256), starts the mint in-process on a fresh SQLite
+//! store (or a fresh PostgreSQL schema), and measures how fast it stores and pays them; then
+//! mints quotes over HTTP with a cdk wallet (NUT-20 signed, one quote per request) and reports
+//! mints/s.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -28,6 +29,17 @@ struct Args {
     mints: usize,
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// A PostgreSQL connection string (e.g. `host=127.0.0.1 user=postgres dbname=test`): the
+    /// store goes in a fresh schema there instead of a SQLite file.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Stream entries the mint reads, and applies in one store transaction, at a time.
+    #[arg(long, default_value_t = ConsumerConfig::default().batch_size)]
+    batch_size: usize,
+    /// Mint processes' worth of consumers (each a mint in-process, one consumer group); more
+    /// than one needs `--postgres`.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 #[tokio::main]
@@ -46,19 +58,46 @@ async fn main() -> anyhow::Result<()> {
     let secret = SecretKey::generate();
     let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
     let creates = random_creates(key, args.quotes);
-    push_as_the_pool(&mut redis, &stream, &creates).await?;
 
+    // The workers start on an empty stream; the clock runs from the first message pushed to
+    // the last quote PAID.
+    let postgres = args
+        .postgres
+        .as_ref()
+        .map(|url| format!("{url} schema=bench_{}", uuid::Uuid::new_v4().simple()));
+    anyhow::ensure!(
+        args.workers == 1 || postgres.is_some(),
+        "several workers share a PostgreSQL store"
+    );
+    let mut servers = Vec::with_capacity(args.workers);
+    for worker in 0..args.workers {
+        let config = bench_mint_config(
+            &dir.path().join(format!("worker-{worker}")),
+            &dir.path().join("seed"),
+            &args.redis,
+            &stream,
+            postgres.clone(),
+            args.batch_size,
+            worker,
+        );
+        servers.push(MintServer::start(config).await?);
+    }
     let started = Instant::now();
-    let server = MintServer::start(bench_mint_config(dir.path(), &args.redis, &stream)).await?;
-    let metrics = server.metrics().clone();
-    let startup = started.elapsed();
-    while metrics.updates_applied.get() < args.quotes as u64 {
+    push_as_the_pool(&mut redis, &stream, &creates).await?;
+    let paid = || -> u64 {
+        servers
+            .iter()
+            .map(|server| server.metrics().quotes_paid.get())
+            .sum()
+    };
+    while paid() < args.quotes as u64 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let ingest = started.elapsed() - startup;
+    let ingest = started.elapsed();
+    let server = &servers[0];
 
     let to_mint = &creates[..args.mints.min(creates.len())];
-    let wallet = wallet_holding(&server, to_mint, &secret).await?;
+    let wallet = wallet_holding(server, to_mint, &secret).await?;
     let minting = Instant::now();
     for create in to_mint {
         wallet
@@ -73,10 +112,17 @@ async fn main() -> anyhow::Result<()> {
         "minted total differs"
     );
 
-    println!("| quotes | stored + PAID from the stream | quotes/s | HTTP mints (NUT-20, sequential) | mints/s |");
-    println!("|---|---|---|---|---|");
+    println!("| store | workers | batch | quotes | stored + PAID from the stream | quotes/s | HTTP mints (NUT-20, sequential) | mints/s |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {:.2} s | {:.0} | {} in {:.2} s | {:.1} |",
+        "| {} | {} | {} | {} | {:.2} s | {:.0} | {} in {:.2} s | {:.1} |",
+        if args.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        args.workers,
+        args.batch_size,
         args.quotes,
         ingest.as_secs_f64(),
         args.quotes as f64 / ingest.as_secs_f64(),
@@ -84,7 +130,9 @@ async fn main() -> anyhow::Result<()> {
         mint_time.as_secs_f64(),
         to_mint.len() as f64 / mint_time.as_secs_f64()
     );
-    server.shutdown().await;
+    for server in servers {
+        server.shutdown().await;
+    }
     let _: usize = redis
         .del(&[stream.clone(), ehash::dead_letter_stream(&stream)])
         .await?;
@@ -109,41 +157,51 @@ fn random_creates(key: LockingPubkey, count: usize) -> Vec<CreateQuote> {
         .collect()
 }
 
-/// Appends the creates as the pool sends them: a create, then its PAID update.
+/// Appends the creates as the pool publishes them: each publish batch (512 messages, a create
+/// and its update per share) goes out as its 256 creates, then one update releasing them.
 async fn push_as_the_pool(
     redis: &mut redis::aio::MultiplexedConnection,
     stream: &str,
     creates: &[CreateQuote],
 ) -> anyhow::Result<()> {
-    for chunk in creates.chunks(500) {
+    for chunk in creates.chunks(256) {
         let mut pipe = redis::pipe();
-        for create in chunk {
-            for message in [
-                QuoteMessage::Create(create.clone()),
-                QuoteMessage::Update(UpdateQuote::paid(vec![create.quote_id])),
-            ] {
-                pipe.xadd(stream, "*", &[(ehash::STREAM_FIELD, message.to_json())])
-                    .ignore();
-            }
+        let release = UpdateQuote::paid(chunk.iter().map(|create| create.quote_id).collect());
+        for message in chunk
+            .iter()
+            .map(|create| QuoteMessage::Create(create.clone()))
+            .chain([QuoteMessage::Update(release)])
+        {
+            pipe.xadd(stream, "*", &[(ehash::STREAM_FIELD, message.to_json())])
+                .ignore();
         }
         pipe.query_async::<()>(redis).await?;
     }
     Ok(())
 }
 
-fn bench_mint_config(dir: &std::path::Path, redis: &str, stream: &str) -> MintConfig {
+fn bench_mint_config(
+    dir: &std::path::Path,
+    seed_file: &std::path::Path,
+    redis: &str,
+    stream: &str,
+    postgres_url: Option<String>,
+    batch_size: usize,
+    worker: usize,
+) -> MintConfig {
     MintConfig {
         listen_address: "127.0.0.1:0".parse().expect("a socket address"),
         log_dir: dir.join("logs"),
-        seed_file: dir.join("seed"),
+        seed_file: seed_file.to_owned(),
         database: DatabaseConfig {
             sqlite_path: dir.join("mint.sqlite"),
-            postgres_url: None,
+            postgres_url,
         },
         redis: ConsumerConfig {
             url: redis.to_owned(),
             stream: stream.to_owned(),
-            consumer_name: Some("bench".into()),
+            consumer_name: Some(format!("bench-{worker}")),
+            batch_size,
             block_ms: 50,
             ..ConsumerConfig::default()
         },
