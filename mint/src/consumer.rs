@@ -324,7 +324,7 @@ impl QuoteConsumer {
     /// as one transaction each; an epoch release is applied on its own, after what precedes it.
     async fn apply_all(&self, messages: &[Result<QuoteMessage, String>]) -> Vec<Outcome> {
         let mut outcomes: Vec<Option<Outcome>> = messages.iter().map(|_| None).collect();
-        let mut run: Vec<(usize, Batchable<'_>)> = Vec::new();
+        let mut run: Vec<(usize, &QuoteMessage, Batchable<'_>)> = Vec::new();
         for (index, message) in messages.iter().enumerate() {
             let message = match message {
                 Ok(message) => message,
@@ -335,7 +335,7 @@ impl QuoteConsumer {
             };
             self.metrics.messages.inc();
             match Batchable::of(message) {
-                Some(batchable) => run.push((index, batchable)),
+                Some(batchable) => run.push((index, message, batchable)),
                 None => {
                     self.apply_run(&mut run, &mut outcomes).await;
                     outcomes[index] = Some(self.apply_one(message).await);
@@ -353,38 +353,32 @@ impl QuoteConsumer {
     /// worker stored one of its quotes meanwhile, or the store is in trouble), and empties it.
     async fn apply_run(
         &self,
-        run: &mut Vec<(usize, Batchable<'_>)>,
+        run: &mut Vec<(usize, &QuoteMessage, Batchable<'_>)>,
         outcomes: &mut [Option<Outcome>],
     ) {
         if run.is_empty() {
             return;
         }
-        let messages: Vec<Batchable<'_>> = run.iter().map(|&(_, message)| message).collect();
+        let messages: Vec<Batchable<'_>> = run.iter().map(|&(_, _, batchable)| batchable).collect();
         match self.book.apply_batch(&messages).await {
             Ok(results) => {
                 self.metrics.batches.inc();
-                for (&(index, _), result) in run.iter().zip(results) {
+                for (&(index, _, _), result) in run.iter().zip(results) {
                     outcomes[index] = Some(self.outcome(result));
                 }
             }
             Err(error) => {
                 self.metrics.batch_fallbacks.inc();
                 tracing::debug!(%error, messages = run.len(), "batch not committed; applying its messages one at a time");
-                for &(index, message) in run.iter() {
-                    let result = match message {
-                        Batchable::Create(create) => {
-                            self.book.create(create).await.map(Applied::Created)
-                        }
-                        Batchable::Pay(ids) => self.book.pay_quotes(ids).await.map(Applied::Paid),
-                    };
-                    outcomes[index] = Some(self.outcome(result));
+                for &(index, message, _) in run.iter() {
+                    outcomes[index] = Some(self.apply_one(message).await);
                 }
             }
         }
         run.clear();
     }
 
-    /// Applies a message that is not batched (an epoch release).
+    /// Applies one message on its own: an epoch release, or a message of a batch that failed.
     async fn apply_one(&self, message: &QuoteMessage) -> Outcome {
         let result = match message {
             QuoteMessage::Create(create) => self.book.create(create).await.map(Applied::Created),

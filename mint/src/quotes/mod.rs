@@ -340,7 +340,7 @@ impl QuoteBook {
 
     /// Marks ehash quotes PAID for their created amounts, one transaction each; returns how many
     /// were not PAID before.
-    pub async fn pay_quotes(&self, ids: &[Uuid]) -> Result<usize, QuoteBookError> {
+    async fn pay_quotes(&self, ids: &[Uuid]) -> Result<usize, QuoteBookError> {
         let mut newly_paid = 0;
         for id in ids {
             newly_paid += usize::from(self.pay(*id, None, |quote| quote.amount.clone()).await?);
