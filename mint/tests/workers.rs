@@ -31,23 +31,21 @@ struct Worker {
 impl Worker {
     fn start(name: &str, dir: &std::path::Path, stream: &str, postgres_url: &str) -> Self {
         let port = free_port();
+        let mint = MintConfig::ephemeral(&dir.join(name), stream.to_owned());
         let config = MintConfig {
             listen_address: format!("127.0.0.1:{port}").parse().unwrap(),
-            log_dir: dir.join("logs"),
             // One seed for both: the same keysets, so either signs what the other's wallet holds.
             seed_file: dir.join("seed"),
             database: DatabaseConfig {
-                sqlite_path: dir.join("unused.sqlite"),
                 postgres_url: Some(postgres_url.to_owned()),
+                ..mint.database
             },
             redis: ConsumerConfig {
-                stream: stream.to_owned(),
                 consumer_name: Some(name.to_owned()),
-                block_ms: 100,
                 claim_idle_ms: 1_000,
-                ..ConsumerConfig::default()
+                ..mint.redis
             },
-            ..MintConfig::default()
+            ..mint
         };
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
@@ -126,7 +124,7 @@ async fn two_workers_on_postgres_survive_a_kill_and_pay_every_quote_once() {
     // The first worker makes the schema; then the second joins.
     let mut first = Worker::start("worker-a", dir.path(), &stream, &postgres_url);
     first.wait_healthy().await;
-    let second = Worker::start("worker-b", dir.path(), &stream, &postgres_url);
+    let mut second = Worker::start("worker-b", dir.path(), &stream, &postgres_url);
     second.wait_healthy().await;
 
     let (secret, key) = miner_key();
@@ -223,7 +221,6 @@ async fn two_workers_on_postgres_survive_a_kill_and_pay_every_quote_once() {
     assert_eq!(minted, creates[0].amount + creates[1].amount);
 
     first.process.terminate(Duration::from_secs(10));
-    let mut second = second;
     second.process.terminate(Duration::from_secs(10));
     let _: usize = redis
         .del(&[stream.clone(), ehash::dead_letter_stream(&stream)])

@@ -189,23 +189,21 @@ fn bench_mint_config(
     batch_size: usize,
     worker: usize,
 ) -> MintConfig {
+    let mint = MintConfig::ephemeral(dir, stream.to_owned());
     MintConfig {
-        listen_address: "127.0.0.1:0".parse().expect("a socket address"),
-        log_dir: dir.join("logs"),
         seed_file: seed_file.to_owned(),
         database: DatabaseConfig {
-            sqlite_path: dir.join("mint.sqlite"),
             postgres_url,
+            ..mint.database
         },
         redis: ConsumerConfig {
             url: redis.to_owned(),
-            stream: stream.to_owned(),
             consumer_name: Some(format!("bench-{worker}")),
             batch_size,
             block_ms: 50,
-            ..ConsumerConfig::default()
+            ..mint.redis
         },
-        ..MintConfig::default()
+        ..mint
     }
 }
 

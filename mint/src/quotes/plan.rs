@@ -124,26 +124,14 @@ fn plan_pay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ehash::{AcceptedShare, LockingPubkey, ReleasePolicy};
+    use ehash::{LockingPubkey, ReleasePolicy};
 
     fn create(work: u64, policy: ReleasePolicy) -> CreateQuote {
         let key: LockingPubkey =
             "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
                 .parse()
                 .unwrap();
-        CreateQuote::for_share_under(
-            policy,
-            AcceptedShare {
-                share_hash: bitcoin::hashes::Hash::from_byte_array(rand::random()),
-                locking_pubkey: key,
-                credited_work: work,
-                channel_id: 1,
-                job_id: 1,
-                template_id: 1,
-                epoch: 1,
-                accepted_at: 1,
-            },
-        )
+        CreateQuote::for_share_under(policy, hashpool_testkit::accepted_share(key, work, 1))
     }
 
     #[test]
