@@ -341,6 +341,72 @@ mod tests {
         assert_eq!(full, sv2);
     }
 
+    /// A job for channel 1: a legacy (non-segwit) coinbase split around the extranonce.
+    fn extended_job(job_id: u32, min_ntime: Option<u32>) -> NewExtendedMiningJobOwned {
+        let mut prefix = vec![1, 0, 0, 0, 1];
+        prefix.extend([0; 32]);
+        prefix.extend([0xff; 4]);
+        prefix.extend([20, 3, 1, 0, 0]);
+        let mut suffix = vec![0xff; 4];
+        suffix.extend([1, 0, 0xf2, 0x05, 0x2a, 0, 0, 0, 0, 0]);
+        suffix.extend([0; 4]);
+        NewExtendedMiningJobOwned {
+            channel_id: 1,
+            job_id,
+            min_ntime: stratum_core::binary_sv2::Sv2OptionOwned::new(min_ntime),
+            version: 0x2000_0000,
+            version_rolling_allowed: true,
+            merkle_path: Vec::new().try_into().unwrap(),
+            coinbase_tx_prefix: prefix.try_into().unwrap(),
+            coinbase_tx_suffix: suffix.try_into().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_miner_keeps_only_its_latest_jobs_and_a_new_tip_drops_the_rest() {
+        let layout = ExtranonceLayout::new(vec![0xaa], 12, vec![1, 2, 3, 4], 4).unwrap();
+        let context = JobContext {
+            layout: &layout,
+            extranonce1: &[1, 2, 3, 4],
+            upstream_target: Target::MAX,
+            advertised_target: Target::MAX,
+        };
+        let mut book = JobBook::default();
+        book.on_job(extended_job(1, None), &context).unwrap();
+        let prev_hash = SetNewPrevHashOwned {
+            channel_id: 1,
+            job_id: 1,
+            prev_hash: [7; 32].into(),
+            min_ntime: 1_700_000_000,
+            nbits: 0x207f_ffff,
+        };
+        let first = book
+            .on_prev_hash(prev_hash.clone(), &context)
+            .unwrap()
+            .unwrap();
+        let mut ids = vec![first.job_id];
+        for job_id in 2..2 + 3 * MAX_JOBS as u32 {
+            let notify = book.on_job(extended_job(job_id, Some(1_700_000_000)), &context);
+            ids.push(notify.unwrap().unwrap().job_id);
+        }
+        let kept: Vec<_> = ids.iter().filter(|id| book.job(id).is_some()).collect();
+        assert_eq!(
+            kept,
+            ids.iter().rev().take(MAX_JOBS).rev().collect::<Vec<_>>()
+        );
+        assert_eq!((book.sent.len(), book.order.len()), (MAX_JOBS, MAX_JOBS));
+
+        book.on_job(extended_job(1000, None), &context).unwrap();
+        let tip = SetNewPrevHashOwned {
+            job_id: 1000,
+            ..prev_hash
+        };
+        let fresh = book.on_prev_hash(tip, &context).unwrap().unwrap();
+        assert_eq!(book.sent.len(), 1, "a new tip leaves only its own job");
+        assert!(book.job(&fresh.job_id).is_some());
+        assert!(book.future.is_empty());
+    }
+
     #[test]
     fn layout_refuses_too_few_rollable_bytes() {
         assert_eq!(
