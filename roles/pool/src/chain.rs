@@ -15,8 +15,6 @@ use crate::config::BitcoindConfig;
 use crate::template::Template;
 use crate::work::Work;
 
-/// How often a template is rebuilt on an unchanged tip, to pick up new transactions.
-const TEMPLATE_REFRESH: Duration = Duration::from_secs(20);
 /// Templates kept for assembling blocks from late shares.
 const TEMPLATES_KEPT: usize = 64;
 
@@ -178,7 +176,7 @@ impl Drop for PollingThread {
 }
 
 /// Follows bitcoind: polls the tip every `poll` and publishes a new template when it changes (and
-/// every [`TEMPLATE_REFRESH`] otherwise). Stops when dropped.
+/// every `refresh` otherwise). Stops when dropped.
 pub struct TemplateFeed {
     _thread: PollingThread,
 }
@@ -188,10 +186,12 @@ impl TemplateFeed {
         rpc: Arc<BitcoindRpc>,
         payout: ScriptBuf,
         poll: Duration,
+        refresh: Duration,
         store: TemplateStore,
     ) -> (Self, watch::Receiver<Option<Work>>) {
         let (sender, receiver) = watch::channel(None);
         let mut follower = TipFollower {
+            refresh,
             next_id: 1,
             tip: None,
             built_at: Instant::now(),
@@ -207,6 +207,7 @@ impl TemplateFeed {
 /// What the template feed knows between polls: the tip its last template builds on, when it
 /// was built, and whether bitcoind was failing (so outages are logged once, not every poll).
 struct TipFollower {
+    refresh: Duration,
     next_id: u64,
     tip: Option<BlockHash>,
     built_at: Instant,
@@ -235,17 +236,18 @@ impl TipFollower {
         }
     }
 
-    /// A new block template when the tip moved or the last one is older than
-    /// [`TEMPLATE_REFRESH`]; `None` otherwise, or when bitcoind cannot be asked.
+    /// A new block template when the tip moved or the last one is older than `refresh`; `None`
+    /// otherwise, or when bitcoind cannot be asked.
     fn poll(&mut self, rpc: &BitcoindRpc) -> Option<GetBlockTemplateResult> {
         let result = rpc.call(|client| {
             let best = client.get_best_block_hash()?;
-            if self.tip == Some(best) && self.built_at.elapsed() < TEMPLATE_REFRESH {
+            if self.tip == Some(best) && self.built_at.elapsed() < self.refresh {
                 return Ok(None);
             }
+            // A signet's bitcoind refuses clients that do not name its rule; the others ignore it.
             let gbt = client.get_block_template(
                 GetBlockTemplateModes::Template,
-                &[GetBlockTemplateRules::SegWit],
+                &[GetBlockTemplateRules::SegWit, GetBlockTemplateRules::Signet],
                 &[],
             )?;
             Ok(Some(gbt))

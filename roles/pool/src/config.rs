@@ -137,8 +137,11 @@ pub struct BitcoindConfig {
     pub rpc_password: Option<String>,
     /// Address the coinbase pays.
     pub coinbase_address: String,
-    /// How often the pool asks for a new template when the tip has not changed.
+    /// How often the pool asks bitcoind whether the tip has moved.
     pub template_poll_ms: u64,
+    /// How old a template may grow on an unchanged tip before the pool builds a new one, to
+    /// take in new transactions and fees.
+    pub template_refresh_ms: u64,
 }
 
 impl Default for BitcoindConfig {
@@ -150,6 +153,7 @@ impl Default for BitcoindConfig {
             rpc_password: None,
             coinbase_address: "bcrt1qqrzrwrmesnkhpauet05m8klt37d6arujhl4zwp".to_owned(),
             template_poll_ms: 500,
+            template_refresh_ms: 20_000,
         }
     }
 }

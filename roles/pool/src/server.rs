@@ -188,6 +188,7 @@ async fn solo_source(
         rpc.clone(),
         payout,
         Duration::from_millis(config.bitcoind.template_poll_ms),
+        Duration::from_millis(config.bitcoind.template_refresh_ms),
         store.clone(),
     );
     let (blocks, submitter) =

@@ -34,6 +34,8 @@ mod oversize;
 mod payout_epoch;
 #[path = "pool_e2e/proxy.rs"]
 mod proxy;
+#[path = "pool_e2e/signet.rs"]
+mod signet;
 #[path = "pool_e2e/stale_blocks.rs"]
 mod stale_blocks;
 #[path = "pool_e2e/version_rolling.rs"]
@@ -124,7 +126,7 @@ fn test_pool_config(node: &Bitcoind, dir: &std::path::Path, test: &str) -> (Pool
         dir,
         node.rpc_url(),
         node.cookie_file(),
-        regtest_address().to_string(),
+        node.address().to_string(),
         stream.clone(),
     );
     config.redis.url = SHARED_REDIS.to_owned();

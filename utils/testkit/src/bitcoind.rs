@@ -40,27 +40,71 @@ pub enum BitcoindError {
     Io(#[from] std::io::Error),
 }
 
-/// The pinned bitcoind running regtest in a temporary data dir. Killed on drop if not stopped.
+/// The chain a test node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// Regtest: about every other hash is a block.
+    Regtest,
+    /// A signet of its own whose challenge is `OP_TRUE`, so blocks need no signature, at
+    /// signet's least difficulty: about 2^22 hashes a block, harder than the pool's easiest
+    /// share (2^12 hashes). What load benchmarks need: shares that are not blocks.
+    Signet,
+}
+
+impl Chain {
+    /// bitcoind's flags for this chain.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Chain::Regtest => &["-regtest"],
+            Chain::Signet => &["-signet", "-signetchallenge=51"],
+        }
+    }
+
+    /// The chain's directory inside bitcoind's data dir.
+    pub fn subdir(self) -> &'static str {
+        match self {
+            Chain::Regtest => "regtest",
+            Chain::Signet => "signet",
+        }
+    }
+
+    pub fn network(self) -> Network {
+        match self {
+            Chain::Regtest => Network::Regtest,
+            Chain::Signet => Network::Signet,
+        }
+    }
+}
+
+/// The pinned bitcoind running regtest (or a test signet) in a temporary data dir. Killed on
+/// drop if not stopped.
 pub struct Bitcoind {
     child: Option<Child>,
     rpc: Client,
     rpc_port: u16,
+    chain: Chain,
     datadir: TempDir,
 }
 
 impl Bitcoind {
-    /// Starts bitcoind on free ports and waits until its RPC answers.
+    /// Starts bitcoind on regtest on free ports and waits until its RPC answers.
     pub fn start() -> Result<Self, BitcoindError> {
+        Self::start_on(Chain::Regtest)
+    }
+
+    /// Starts bitcoind on `chain` on free ports and waits until its RPC answers.
+    pub fn start_on(chain: Chain) -> Result<Self, BitcoindError> {
         let datadir = tempfile::Builder::new()
             .prefix("hashpool-bitcoind-")
             .tempdir()?;
         let rpc_port = free_port();
-        let child = spawn(datadir.path(), rpc_port)?;
+        let child = spawn(chain, datadir.path(), rpc_port)?;
         let mut node = Self {
             child: Some(child),
             // Placeholder until the cookie exists; replaced below.
             rpc: Client::new(&format!("http://127.0.0.1:{rpc_port}"), Auth::None)?,
             rpc_port,
+            chain,
             datadir,
         };
         node.rpc = node.wait_for_rpc()?;
@@ -74,7 +118,7 @@ impl Bitcoind {
         self.rpc.stop()?;
         let child = self.child.take().expect("a running node has a child");
         wait_for_exit(child)?;
-        self.child = Some(spawn(self.datadir.path(), self.rpc_port)?);
+        self.child = Some(spawn(self.chain, self.datadir.path(), self.rpc_port)?);
         self.rpc = self.wait_for_rpc()?;
         Ok(())
     }
@@ -124,12 +168,24 @@ impl Bitcoind {
 
     /// The RPC cookie file, for processes under test that authenticate the way `bin/up` does.
     pub fn cookie_file(&self) -> PathBuf {
-        self.datadir.path().join("regtest").join(".cookie")
+        self.datadir
+            .path()
+            .join(self.chain.subdir())
+            .join(".cookie")
     }
 
-    /// Mines `count` blocks paying [`regtest_address`] and returns their hashes.
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
+    /// The test key's address on this node's chain ([`regtest_address`] on regtest).
+    pub fn address(&self) -> Address {
+        test_key_address(self.chain.network())
+    }
+
+    /// Mines `count` blocks paying [`Bitcoind::address`] and returns their hashes.
     pub fn mine(&self, count: u64) -> Result<Vec<bitcoin::BlockHash>, BitcoindError> {
-        Ok(self.rpc.generate_to_address(count, &regtest_address())?)
+        Ok(self.rpc.generate_to_address(count, &self.address())?)
     }
 
     /// Broadcasts a transaction spending the coinbase of block `height` (mined by [`Bitcoind::mine`]
@@ -138,7 +194,7 @@ impl Bitcoind {
         let hash = self.rpc.get_block_hash(height)?;
         let coinbase = self.rpc.get_block(&hash)?.txdata.remove(0);
         let input_value = coinbase.output[0].value;
-        let address = regtest_address();
+        let address = self.address();
         let mut tx = Transaction {
             version: transaction::Version::TWO,
             lock_time: absolute::LockTime::ZERO,
@@ -188,11 +244,11 @@ impl Drop for Bitcoind {
     }
 }
 
-/// Runs the pinned bitcoind on regtest in `datadir`, RPC on `rpc_port`.
-fn spawn(datadir: &Path, rpc_port: u16) -> Result<Child, BitcoindError> {
+/// Runs the pinned bitcoind on `chain` in `datadir`, RPC on `rpc_port`.
+fn spawn(chain: Chain, datadir: &Path, rpc_port: u16) -> Result<Child, BitcoindError> {
     let binary = bitcoind_binary()?;
     Command::new(&binary)
-        .arg("-regtest")
+        .args(chain.args())
         .arg(format!("-datadir={}", datadir.display()))
         .arg(format!("-rpcport={rpc_port}"))
         .args([
@@ -237,9 +293,14 @@ fn regtest_secret_key() -> SecretKey {
 
 /// A fixed regtest P2WPKH address (secret key 0x01…01); tests mine their coinbases to it.
 pub fn regtest_address() -> Address {
+    test_key_address(Network::Regtest)
+}
+
+/// The P2WPKH address of the test key (0x01…01) on `network`.
+fn test_key_address(network: Network) -> Address {
     let secp = Secp256k1::new();
     let public = CompressedPublicKey(PublicKey::from_secret_key(&secp, &regtest_secret_key()));
-    Address::p2wpkh(&public, Network::Regtest)
+    Address::p2wpkh(&public, network)
 }
 
 /// `$BITCOIND` if set, else the pinned build from `bin/build-bitcoind` (cached after the first).

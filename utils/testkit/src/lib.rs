@@ -8,7 +8,7 @@ mod process;
 mod redis_server;
 mod wait;
 
-pub use bitcoind::{regtest_address, Bitcoind, BitcoindError};
+pub use bitcoind::{regtest_address, Bitcoind, BitcoindError, Chain};
 pub use http::{http_request, post_json};
 pub use process::{workspace_binary, Process};
 pub use redis_server::{wait_until, RedisServer};
