@@ -48,6 +48,14 @@ lint:
 bench-pool:
     benches/pool-load
 
+# Whole-stack benchmark: pool + Redis + mint under full load; does the mint keep up? (docs/benchmarks.md)
+bench-stack:
+    benches/stack-load
+
+# Soak benchmark: the stack for 10 minutes with new templates and tips; pool RSS, Redis memory, stream and store over time.
+bench-soak:
+    benches/soak
+
 # Mint benchmark: quotes/s from the stream, HTTP mints/s (results: docs/benchmarks.md).
 bench-mint:
     benches/mint-load

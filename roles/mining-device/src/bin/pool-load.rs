@@ -3,14 +3,17 @@
 //! share-response latency (submit -> SubmitShares.Success) percentiles, and, given the pool's
 //! pid and HTTP address, the pool's CPU, RSS and quote messages published meanwhile.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ehash::ShareWork;
 use hashpool_mining_device::{
-    JobTracker, PoolArgs, PoolConnection, CPU_MINER, REQUIRES_STANDARD_JOBS,
+    JobTracker, PoolArgs, PoolConnection, Work, CPU_MINER, REQUIRES_STANDARD_JOBS,
 };
 use stratum_apps::stratum_core::bitcoin::{CompactTarget, Target};
 use stratum_apps::stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+use tokio::sync::Semaphore;
 
 #[derive(Parser)]
 struct Args {
@@ -33,12 +36,22 @@ struct Args {
     /// The pool's HTTP address, to report quote messages published.
     #[arg(long)]
     pool_http: Option<String>,
+    /// Every this many seconds, the first channel submits a share that is also a block, so the
+    /// tip moves through the pool the way it does in production (the soak benchmark). Unset: no
+    /// share is ever a block.
+    #[arg(long)]
+    block_every: Option<u64>,
+    /// Hashrate (H/s) each channel states when it opens. A pool sets the first target from it:
+    /// hashpool never below its least share work (2^12 hashes), other pools maybe far below.
+    #[arg(long, default_value_t = 0.01)]
+    hashrate: f32,
 }
 
 #[derive(Default)]
 struct ChannelResult {
     accepted: u64,
     rejected: u64,
+    blocks: u64,
     latencies_us: Vec<u64>,
 }
 
@@ -46,6 +59,7 @@ impl ChannelResult {
     fn add(&mut self, other: ChannelResult) {
         self.accepted += other.accepted;
         self.rejected += other.rejected;
+        self.blocks += other.blocks;
         self.latencies_us.extend(other.latencies_us);
     }
 
@@ -73,9 +87,23 @@ async fn main() -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
+    let hashers = Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    ));
     let tasks: Vec<_> = ready
         .into_iter()
-        .map(|(connection, tracker)| tokio::spawn(load_channel(connection, tracker, deadline)))
+        .enumerate()
+        .map(|(index, (connection, tracker))| {
+            let load = ChannelLoad {
+                deadline,
+                block_every: args
+                    .block_every
+                    .filter(|_| index == 0)
+                    .map(Duration::from_secs),
+                hashers: hashers.clone(),
+            };
+            tokio::spawn(load.run(connection, tracker))
+        })
         .collect();
     let mut total = ChannelResult::default();
     for task in tasks {
@@ -94,7 +122,7 @@ async fn open_channels(args: &Args) -> anyhow::Result<Vec<(PoolConnection, JobTr
         let mut connection = args.pool.connect().await?;
         connection.setup(REQUIRES_STANDARD_JOBS, &CPU_MINER).await?;
         let opened = connection
-            .open_standard(1, &format!("{}.load{index}", args.identity), 0.01)
+            .open_standard(1, &format!("{}.load{index}", args.identity), args.hashrate)
             .await??;
         let mut tracker = JobTracker::new(
             opened.channel_id,
@@ -112,12 +140,18 @@ async fn open_channels(args: &Args) -> anyhow::Result<Vec<(PoolConnection, JobTr
 
 /// One Markdown table row, as in the benchmarks document.
 async fn print_report(args: &Args, total: &ChannelResult, elapsed: f64, before: PoolBefore) {
-    let cpu = match (args.pool_pid, before.cpu_seconds) {
-        (Some(pid), Some(before)) => {
-            format!("{:.0}%", (cpu_seconds(pid) - before) / elapsed * 100.0)
-        }
-        _ => "-".into(),
-    };
+    let pool_cpu_seconds = args
+        .pool_pid
+        .map(cpu_seconds)
+        .zip(before.cpu_seconds)
+        .map(|(after, before)| after - before);
+    let cpu = pool_cpu_seconds.map_or("-".into(), |busy| format!("{:.0}%", busy / elapsed * 100.0));
+    // The pool's cost per share, whoever else shares the machine: what bounds its capacity.
+    let cpu_per_share = pool_cpu_seconds
+        .filter(|_| total.accepted > 0)
+        .map_or("-".into(), |busy| {
+            format!("{:.0} µs", busy * 1e6 / total.accepted as f64)
+        });
     let rss = args
         .pool_pid
         .map(rss_mib)
@@ -126,64 +160,107 @@ async fn print_report(args: &Args, total: &ChannelResult, elapsed: f64, before: 
         (Some(before), Some(after)) => format!("{:.0}", (after - before) as f64 / elapsed),
         _ => "-".into(),
     };
-    println!("| channels | shares/s accepted | quote msgs/s published | rejected | latency p50 | latency p99 | pool CPU | pool RSS |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| channels | shares/s accepted | quote msgs/s published | rejected | blocks | latency p50 | latency p99 | pool CPU | pool CPU per share | pool RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {:.0} | {} | {} | {:.2} ms | {:.2} ms | {} | {} |",
+        "| {} | {:.0} | {} | {} | {} | {:.2} ms | {:.2} ms | {} | {} | {} |",
         args.channels,
         total.accepted as f64 / elapsed,
         published,
         total.rejected,
+        total.blocks,
         total.percentile_ms(0.50),
         total.percentile_ms(0.99),
         cpu,
+        cpu_per_share,
         rss
     );
 }
 
-/// Submits shares one at a time, each a nonce that meets the channel target but not the
-/// network's (a block would change the tip and stale every channel's job).
-async fn load_channel(
-    mut connection: PoolConnection,
-    mut tracker: JobTracker,
+/// How one channel loads the pool.
+struct ChannelLoad {
     deadline: Instant,
-) -> anyhow::Result<ChannelResult> {
-    let mut result = ChannelResult::default();
-    let mut sequence = 0u32;
-    let mut nonce: u32 = rand::random();
-    while Instant::now() < deadline {
-        let work = tracker.work().expect("work before load").clone();
-        let network = Target::from_compact(CompactTarget::from_consensus(work.nbits));
-        loop {
-            nonce = nonce.wrapping_add(1);
-            if work.meets_target(nonce) && !network.is_met_by(work.header(nonce).block_hash()) {
+    /// How often this channel submits a block; `None`: never.
+    block_every: Option<Duration>,
+    /// Hashing runs on blocking threads, at most one per core, so the runtime's threads are
+    /// free to read the pool's answers when they arrive: the latency measured is the pool's,
+    /// not the time the answer waited behind another channel's hashing.
+    hashers: Arc<Semaphore>,
+}
+
+impl ChannelLoad {
+    /// Submits shares one at a time, each a nonce that meets the channel target but not the
+    /// network's (a block would change the tip and stale every channel's job), except the
+    /// blocks asked for by `block_every`.
+    async fn run(
+        self,
+        mut connection: PoolConnection,
+        mut tracker: JobTracker,
+    ) -> anyhow::Result<ChannelResult> {
+        let mut result = ChannelResult::default();
+        let mut sequence = 0u32;
+        let mut nonce: u32 = rand::random();
+        let mut next_block = self.block_every.map(|every| Instant::now() + every);
+        while Instant::now() < self.deadline {
+            let work = tracker.work().expect("work before load").clone();
+            let block_due = next_block.is_some_and(|due| Instant::now() >= due);
+            let found = self.find(work.clone(), nonce, block_due).await?;
+            let Some(found) = found else {
+                nonce = nonce.wrapping_add(u32::MAX / 2);
+                continue;
+            };
+            nonce = found;
+            if block_due {
+                result.blocks += 1;
+                next_block = next_block
+                    .zip(self.block_every)
+                    .map(|(due, every)| due + every);
+            }
+            let sent = Instant::now();
+            connection
+                .send_mining(MiningOwned::SubmitSharesStandard(
+                    work.share(sequence, found),
+                ))
+                .await?;
+            sequence = sequence.wrapping_add(1);
+            loop {
+                let AnyMessageOwned::Mining(message) = connection.recv().await? else {
+                    continue;
+                };
+                match message {
+                    MiningOwned::SubmitSharesSuccess(_) => result.accepted += 1,
+                    MiningOwned::SubmitSharesError(_) => result.rejected += 1,
+                    other => {
+                        tracker.on_message(&other);
+                        continue;
+                    }
+                }
+                result.latencies_us.push(sent.elapsed().as_micros() as u64);
                 break;
             }
         }
-        let sent = Instant::now();
-        connection
-            .send_mining(MiningOwned::SubmitSharesStandard(
-                work.share(sequence, nonce),
-            ))
-            .await?;
-        sequence = sequence.wrapping_add(1);
-        loop {
-            let AnyMessageOwned::Mining(message) = connection.recv().await? else {
-                continue;
-            };
-            match message {
-                MiningOwned::SubmitSharesSuccess(_) => result.accepted += 1,
-                MiningOwned::SubmitSharesError(_) => result.rejected += 1,
-                other => {
-                    tracker.on_message(&other);
-                    continue;
-                }
-            }
-            result.latencies_us.push(sent.elapsed().as_micros() as u64);
-            break;
-        }
+        Ok(result)
     }
-    Ok(result)
+
+    /// The next nonce after `from` that makes a share which is a block when `block`, and a share
+    /// which is not a block otherwise. `None` when half the nonce space holds none.
+    ///
+    /// Every share proves at least hashpool's least share work (2^12 hashes), whatever target the
+    /// pool set: so pools compared side by side are sent the same work per share.
+    async fn find(&self, work: Work, from: u32, block: bool) -> anyhow::Result<Option<u32>> {
+        let _permit = self.hashers.clone().acquire_owned().await?;
+        let found = tokio::task::spawn_blocking(move || {
+            let network = Target::from_compact(CompactTarget::from_consensus(work.nbits));
+            let least_work = ShareWork::MIN.target();
+            work.search_for(from.wrapping_add(1), u32::MAX / 2, |hash| {
+                work.target.is_met_by(hash)
+                    && least_work.is_met_by(hash)
+                    && network.is_met_by(hash) == block
+            })
+        })
+        .await?;
+        Ok(found)
+    }
 }
 
 fn cpu_seconds(pid: u32) -> f64 {

@@ -1,0 +1,85 @@
+//! The benchmark scripts stay runnable: each runs briefly here, on the debug binaries the suite
+//! already built, and must print a result row. Their numbers are not checked (speed is measured
+//! by running them for real, not asserted in tests), only that the stack they drive works: shares
+//! accepted, none rejected, every quote PAID.
+
+use std::process::Command;
+
+use hashpool_testkit::{workspace_binary, workspace_root};
+
+/// Runs `benches/<script>` with `env` on the debug binaries and returns what it printed.
+fn run_bench(script: &str, env: &[(&str, &str)]) -> String {
+    let bin_dir = workspace_binary("pool").parent().unwrap().to_owned();
+    let output = Command::new(workspace_root().join("benches").join(script))
+        .env("HASHPOOL_BIN_DIR", bin_dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The cells of the table rows (lines starting `| <digit>`) in `output`.
+fn rows(output: &str) -> Vec<Vec<String>> {
+    output
+        .lines()
+        .filter(|line| {
+            line.starts_with("| ") && line[2..].starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn pool_load_gets_shares_accepted_on_the_load_signet() {
+    let output = run_bench(
+        "pool-load",
+        &[("BENCH_SECONDS", "2"), ("BENCH_CHANNELS", "2")],
+    );
+    let rows = rows(&output);
+    assert_eq!(rows.len(), 1, "{output}");
+    let shares_per_second: f64 = rows[0][1].parse().unwrap();
+    assert!(shares_per_second > 0.0, "{output}");
+    assert_eq!(rows[0][3], "0", "no share rejected: {output}");
+}
+
+#[test]
+fn stack_load_ends_with_every_quote_paid() {
+    let output = run_bench(
+        "stack-load",
+        &[("BENCH_SECONDS", "3"), ("BENCH_CHANNELS", "2")],
+    );
+    let rows = rows(&output);
+    assert_eq!(rows.len(), 1, "{output}");
+    assert_eq!(rows[0].last().unwrap(), "yes", "{output}");
+}
+
+#[test]
+fn soak_samples_the_stack_and_moves_the_tip() {
+    let output = run_bench(
+        "soak",
+        &[
+            ("BENCH_SECONDS", "20"),
+            ("BENCH_CHANNELS", "2"),
+            ("BENCH_SAMPLE", "5"),
+            ("BENCH_BLOCK_EVERY", "2"),
+        ],
+    );
+    let rows = rows(&output);
+    assert!(rows.len() >= 3, "{output}");
+    let last = rows.last().unwrap();
+    let shares: u64 = last[1].parse().unwrap();
+    let blocks: u64 = last[2].parse().unwrap();
+    assert!(shares > 0, "{output}");
+    assert!(blocks >= 1, "a block found through the pool: {output}");
+}
