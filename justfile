@@ -52,6 +52,10 @@ bench-pool:
 bench-stack:
     benches/stack-load
 
+# Side by side: hashpool's pool and SRI's pool_sv2 under the same load, same node, same run (docs/benchmarks.md).
+bench-vs-sri:
+    benches/vs-sri
+
 # Soak benchmark: the stack for 10 minutes with new templates and tips; pool RSS, Redis memory, stream and store over time.
 bench-soak:
     benches/soak

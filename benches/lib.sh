@@ -62,13 +62,15 @@ start_redis() {
 
 redis() { redis-cli -p "$redis_port" "$@"; }
 
-# The pinned bitcoind on the load signet. Sets rpc_port and cookie.
+# The pinned bitcoind on the load signet. Sets rpc_port and cookie. Its genesis block is from
+# 2020: -maxtipage keeps the node out of initial block download, where Bitcoin Core's IPC mining
+# interface (pool_sv2's template source) hands out no templates.
 start_bitcoind() {
   rpc_port="$(free_port)"
   mkdir -p "$work/bitcoind"
   "$bitcoind_bin/bitcoind" -signet -signetchallenge=51 -datadir="$work/bitcoind" \
     -rpcport="$rpc_port" -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -listen=0 -dnsseed=0 \
-    -fixedseeds=0 -printtoconsole=0 &
+    -fixedseeds=0 -printtoconsole=0 -maxtipage=2000000000 &
   pids+=($!)
   cookie="$work/bitcoind/signet/.cookie"
   "$bitcoind_bin/bitcoin-cli" -signet -signetchallenge=51 -datadir="$work/bitcoind" \
