@@ -56,6 +56,10 @@ bench-stack:
 bench-vs-sri:
     benches/vs-sri
 
+# Side by side: HTTP mints/s of hashpool's mint and cdk-mintd on SQLite, same wallet code (docs/benchmarks.md).
+bench-vs-cdk-mintd:
+    benches/vs-cdk-mintd
+
 # Soak benchmark: the stack for 10 minutes with new templates and tips; pool RSS, Redis memory, stream and store over time.
 bench-soak:
     benches/soak

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cdk::amount::SplitTarget;
-use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
+use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
 use cdk::wallet::WalletBuilder;
 use cdk::Amount;
 use clap::Parser;
@@ -40,11 +40,19 @@ struct Args {
     /// than one needs `--postgres`.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Instead: the HTTP mints alone against another mint at this URL, a cdk-mintd with its
+    /// fake Lightning wallet (`benches/vs-cdk-mintd`): `--mints` NUT-04 bolt11 quotes in sat of
+    /// the same amounts, NUT-20 signed, paid by the fake wallet, then minted one at a time.
+    #[arg(long)]
+    against: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(url) = &args.against {
+        return mint_against(url, args.mints).await;
+    }
     let dir = tempfile::tempdir()?;
     let _log = match std::env::var_os("MINT_LOAD_TRACE") {
         Some(_) => Some(hashpool_service::init_logging("mint-load", dir.path())?),
@@ -139,6 +147,52 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP phase against the mint at `url` (unit sat, bolt11 quotes paid by its fake wallet).
+async fn mint_against(url: &str, mints: usize) -> anyhow::Result<()> {
+    let wallet = bench_wallet(url, CurrencyUnit::Sat).await?;
+    let mut quotes = Vec::with_capacity(mints);
+    for _ in 0..mints {
+        let amount = Amount::from(random_amount());
+        let quote = wallet
+            .mint_quote(PaymentMethod::BOLT11, Some(amount), None, None)
+            .await?;
+        quotes.push((quote.id, u64::from(amount)));
+    }
+    for (id, _) in &quotes {
+        while wallet.check_mint_quote_status(id).await?.state != MintQuoteState::Paid {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let minting = Instant::now();
+    for (id, _) in &quotes {
+        wallet
+            .mint(id, SplitTarget::default(), None)
+            .await
+            .with_context(|| format!("minting {id}"))?;
+    }
+    let mint_time = minting.elapsed();
+    let expected: u64 = quotes.iter().map(|(_, amount)| amount).sum();
+    anyhow::ensure!(
+        u64::from(wallet.total_balance().await?) == expected,
+        "minted total differs"
+    );
+    println!("| mint | HTTP mints (NUT-20, sequential) | mints/s |");
+    println!("|---|---|---|");
+    println!(
+        "| {url} | {} in {:.2} s | {:.1} |",
+        quotes.len(),
+        mint_time.as_secs_f64(),
+        quotes.len() as f64 / mint_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A share's credited work as the benchmark makes them: 1 to 64 units, so a mint signs one to
+/// seven outputs.
+fn random_amount() -> u64 {
+    1 + rand::random::<u64>() % 64
+}
+
 /// `count` shares' creates locked to `key`, of random small amounts.
 fn random_creates(key: LockingPubkey, count: usize) -> Vec<CreateQuote> {
     (0..count)
@@ -146,7 +200,7 @@ fn random_creates(key: LockingPubkey, count: usize) -> Vec<CreateQuote> {
             CreateQuote::for_share(AcceptedShare {
                 share_hash: bitcoin::hashes::Hash::from_byte_array(rand::random()),
                 locking_pubkey: key,
-                credited_work: 1 + rand::random::<u64>() % 64,
+                credited_work: random_amount(),
                 channel_id: 1,
                 job_id: 1,
                 template_id: 1,
@@ -207,25 +261,29 @@ fn bench_mint_config(
     }
 }
 
-/// A cdk wallet on the mint holding `quotes` with their NUT-20 key. The wallet's polite
-/// client-side pacing (a burst of a few requests, then about one a second) is off: this
-/// measures the mint.
+/// A fresh in-memory cdk wallet on the mint at `url` in `unit`, without the wallet's polite
+/// client-side pacing (a burst of a few requests, then about one a second): this measures mints.
+async fn bench_wallet(url: &str, unit: CurrencyUnit) -> anyhow::Result<cdk::wallet::Wallet> {
+    let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>()
+        .concat()
+        .try_into()
+        .expect("64 bytes");
+    Ok(WalletBuilder::new()
+        .mint_url(url.parse()?)
+        .unit(unit)
+        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await?))
+        .seed(seed)
+        .without_rate_limiting()
+        .build()?)
+}
+
+/// A cdk wallet on the mint holding `quotes` with their NUT-20 key.
 async fn wallet_holding(
     server: &MintServer,
     quotes: &[CreateQuote],
     secret: &SecretKey,
 ) -> anyhow::Result<cdk::wallet::Wallet> {
-    let seed: [u8; 64] = rand::random::<[[u8; 32]; 2]>()
-        .concat()
-        .try_into()
-        .expect("64 bytes");
-    let wallet = WalletBuilder::new()
-        .mint_url(server.url().parse()?)
-        .unit(CurrencyUnit::custom(ehash::UNIT))
-        .localstore(Arc::new(cdk_sqlite::wallet::memory::empty().await?))
-        .seed(seed)
-        .without_rate_limiting()
-        .build()?;
+    let wallet = bench_wallet(&server.url(), CurrencyUnit::custom(ehash::UNIT)).await?;
     for create in quotes {
         wallet
             .localstore
