@@ -69,10 +69,12 @@ fn soak_samples_the_stack_and_moves_the_tip() {
     let output = run_bench(
         "soak",
         &[
-            ("BENCH_SECONDS", "20"),
+            // A block takes ~2^22 hashes, a few seconds of the debug build's hashing on a busy
+            // machine: 30 s of asking for one every second makes finding none very unlikely.
+            ("BENCH_SECONDS", "30"),
             ("BENCH_CHANNELS", "2"),
-            ("BENCH_SAMPLE", "5"),
-            ("BENCH_BLOCK_EVERY", "2"),
+            ("BENCH_SAMPLE", "10"),
+            ("BENCH_BLOCK_EVERY", "1"),
         ],
     );
     let rows = rows(&output);
