@@ -64,17 +64,35 @@ redis() { redis-cli -p "$redis_port" "$@"; }
 
 # The pinned bitcoind on the load signet. Sets rpc_port and cookie. Its genesis block is from
 # 2020: -maxtipage keeps the node out of initial block download, where Bitcoin Core's IPC mining
-# interface (pool_sv2's template source) hands out no templates.
+# interface (pool_sv2's template source) hands out no templates. $1: another node binary (the
+# IPC build's bitcoin-node, beside its bitcoin-cli); further arguments: extra flags.
 start_bitcoind() {
+  local node="${1:-$bitcoind_bin/bitcoind}"
+  shift || true
+  local chain=(-signet -signetchallenge=51 -datadir="$work/bitcoind")
   rpc_port="$(free_port)"
   mkdir -p "$work/bitcoind"
-  "$bitcoind_bin/bitcoind" -signet -signetchallenge=51 -datadir="$work/bitcoind" \
-    -rpcport="$rpc_port" -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 -listen=0 -dnsseed=0 \
-    -fixedseeds=0 -printtoconsole=0 -maxtipage=2000000000 &
+  "$node" "${chain[@]}" "$@" -rpcport="$rpc_port" -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 \
+    -listen=0 -dnsseed=0 -fixedseeds=0 -printtoconsole=0 -maxtipage=2000000000 &
   pids+=($!)
   cookie="$work/bitcoind/signet/.cookie"
-  "$bitcoind_bin/bitcoin-cli" -signet -signetchallenge=51 -datadir="$work/bitcoind" \
-    -rpcport="$rpc_port" -rpcwait getblockcount >/dev/null
+  "$(dirname "$node")/bitcoin-cli" "${chain[@]}" -rpcport="$rpc_port" -rpcwait getblockcount >/dev/null
+}
+
+# Where reference binaries are built once, outside the repo (as bin/build-bitcoind's cache).
+cache_dir="${HASHPOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hashpool}"
+
+# Installs crate $1 at version $2 from crates.io once into the cache, with any further
+# `cargo install` flags, and prints the directory holding its binaries.
+install_once() {
+  local crate="$1" version="$2"
+  shift 2
+  local install_root="$cache_dir/$crate-$version"
+  if [[ ! -d "$install_root/bin" ]]; then
+    echo "building $crate $version from crates.io into $install_root (once)" >&2
+    cargo install --quiet --locked "$crate" --version "$version" --root "$install_root" "$@" >&2
+  fi
+  echo "$install_root/bin"
 }
 
 # The release pool on the signet, Redis and the stream `stream`, at the easiest share target

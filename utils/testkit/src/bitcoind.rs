@@ -174,10 +174,6 @@ impl Bitcoind {
             .join(".cookie")
     }
 
-    pub fn chain(&self) -> Chain {
-        self.chain
-    }
-
     /// The test key's address on this node's chain ([`regtest_address`] on regtest).
     pub fn address(&self) -> Address {
         test_key_address(self.chain.network())
