@@ -1,6 +1,6 @@
 //! Work credited and proven per locking key: the per-miner lines of `/stats` and `/metrics`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,13 +10,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde::Serialize;
 
-/// Window over which a miner's hashrate is estimated from its proven work.
-const HASHRATE_WINDOW: Duration = Duration::from_secs(600);
-/// Proven work is summed in buckets this long, so a key holds at most 61 of them whatever its
-/// share rate (one entry per share held 10 minutes of a 700 shares/s soak: 13 MiB, and growing
-/// with the rate). The window's edge moves a bucket at a time: the hashrate covers the last
-/// 600-610 s.
-const HASHRATE_BUCKET: Duration = Duration::from_secs(10);
+use super::rate::RateWindow;
+
 /// A key with no share for this long is dropped from the book (and its `/metrics` series end).
 pub const MINER_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often the book looks for keys to drop.
@@ -56,9 +51,7 @@ impl Miners {
 #[derive(Debug)]
 struct MinerWork {
     last_seen: Instant,
-    /// (bucket start, expected hashes) of the shares inside the hashrate window, in
-    /// [`HASHRATE_BUCKET`]s.
-    recent: VecDeque<(Instant, u128)>,
+    recent: RateWindow,
     shares: u64,
     work: u64,
     proven_hashes: u128,
@@ -70,7 +63,7 @@ impl MinerWork {
     fn new(now: Instant) -> Self {
         Self {
             last_seen: now,
-            recent: VecDeque::new(),
+            recent: RateWindow::default(),
             shares: 0,
             work: 0,
             proven_hashes: 0,
@@ -110,19 +103,7 @@ impl MinerBook {
         miner.shares += 1;
         miner.work = miner.work.saturating_add(work);
         miner.proven_hashes = miner.proven_hashes.saturating_add(proven_hashes);
-        match miner.recent.back_mut() {
-            Some((start, hashes)) if now.duration_since(*start) < HASHRATE_BUCKET => {
-                *hashes = hashes.saturating_add(proven_hashes);
-            }
-            _ => miner.recent.push_back((now, proven_hashes)),
-        }
-        while miner
-            .recent
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > HASHRATE_WINDOW)
-        {
-            miner.recent.pop_front();
-        }
+        miner.recent.add(proven_hashes, now);
     }
 
     pub fn upstream_answer(&self, locking_key: &str, accepted: bool) {
@@ -152,19 +133,13 @@ impl MinerBook {
 
 impl MinerWork {
     fn stats(&self, locking_key: &str, now: Instant) -> MinerStats {
-        let window_hashes: f64 = self
-            .recent
-            .iter()
-            .filter(|(at, _)| now.duration_since(*at) <= HASHRATE_WINDOW)
-            .map(|(_, hashes)| *hashes as f64)
-            .sum();
         MinerStats {
             locking_key: locking_key.to_owned(),
             shares: self.shares,
             work: self.work,
             credited_hashes: u128::from(self.work) << ehash::HASHES_PER_UNIT_LOG2,
             proven_hashes: self.proven_hashes,
-            hashrate: window_hashes / HASHRATE_WINDOW.as_secs_f64(),
+            hashrate: self.recent.rate(now),
             upstream_accepted: self.upstream_accepted,
             upstream_rejected: self.upstream_rejected,
         }
@@ -248,30 +223,5 @@ mod tests {
         );
         assert_eq!(keys(&book), ["02bb"]);
         assert_eq!(book.stats()[0].shares, 3, "the active key keeps its totals");
-    }
-
-    #[test]
-    fn the_hashrate_window_holds_buckets_not_shares() {
-        let book = MinerBook::default();
-        let start = Instant::now();
-        // 100 shares a second for 20 minutes, 4096 hashes each.
-        let mut now = start;
-        for _ in 0..120_000 {
-            book.credit_at("02aa", 1, 4096, now);
-            now += Duration::from_millis(10);
-        }
-        let miners = book.miners.lock().unwrap();
-        let recent = &miners.by_key["02aa"].recent;
-        assert!(recent.len() <= 61, "{} buckets", recent.len());
-        drop(miners);
-        let stats = &book.stats_at(now)[0];
-        assert_eq!(stats.shares, 120_000);
-        // 100 shares/s of 4096 hashes over the window, give or take the edge bucket.
-        let expected = 100.0 * 4096.0;
-        assert!(
-            (stats.hashrate - expected).abs() / expected < 0.02,
-            "{} H/s",
-            stats.hashrate
-        );
     }
 }

@@ -2,6 +2,7 @@
 
 mod miners;
 mod quotes;
+pub mod rate;
 mod rejections;
 mod upstream;
 
@@ -67,6 +68,11 @@ pub struct PoolStats {
 impl PoolMetrics {
     pub fn share_rejected(&self, reason: &str) {
         self.rejected.record(reason);
+    }
+
+    /// Rejected shares by reason.
+    pub fn rejections(&self) -> BTreeMap<String, u64> {
+        self.rejected.by_reason()
     }
 
     /// A share accepted for `locking_key`, credited `work` units and proving `proven_hashes`.
