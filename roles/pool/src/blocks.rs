@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::chain::{submit_block, BitcoindRpc, BlockOutcome};
+use crate::dashboard::Dashboard;
 use crate::epochs::EpochBook;
 use crate::metrics::PoolMetrics;
 
@@ -34,6 +35,7 @@ impl BlockSubmitter {
     pub fn start(
         rpc: Arc<BitcoindRpc>,
         metrics: Arc<PoolMetrics>,
+        dashboard: Arc<Dashboard>,
         epochs: Option<Arc<EpochBook>>,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, JoinHandle<()>) {
@@ -41,6 +43,7 @@ impl BlockSubmitter {
         let submitter = Submitter {
             rpc,
             metrics: metrics.clone(),
+            dashboard,
             epochs,
         };
         let task = tokio::spawn(submitter.run(candidates, shutdown));
@@ -60,6 +63,7 @@ impl BlockSubmitter {
 struct Submitter {
     rpc: Arc<BitcoindRpc>,
     metrics: Arc<PoolMetrics>,
+    dashboard: Arc<Dashboard>,
     epochs: Option<Arc<EpochBook>>,
 }
 
@@ -98,6 +102,7 @@ impl Submitter {
         let (hash, height) = (block.block_hash(), block.bip34_block_height().ok());
         let counter = match submit_block(self.rpc.clone(), block).await {
             BlockOutcome::Accepted => {
+                self.dashboard.block_found(hash, height);
                 self.close_epoch(hash, height);
                 &self.metrics.blocks_found
             }

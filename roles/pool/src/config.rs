@@ -27,6 +27,7 @@ pub struct PoolConfig {
     pub vardiff: VardiffConfig,
     pub difficulty: DifficultyConfig,
     pub payout: PayoutConfig,
+    pub dashboard: DashboardConfig,
     /// Set: the pool is a proxy, mining on an upstream pool's jobs instead of its own templates.
     pub proxy: Option<ProxyConfig>,
 }
@@ -44,6 +45,7 @@ impl Default for PoolConfig {
             vardiff: VardiffConfig::default(),
             difficulty: DifficultyConfig::default(),
             payout: PayoutConfig::default(),
+            dashboard: DashboardConfig::default(),
             proxy: None,
         }
     }
@@ -182,6 +184,30 @@ impl Default for RedisConfig {
             buffer_capacity: 1_000_000,
             journal_path: PathBuf::from(".data/pool/unsent-quotes.jsonl"),
             publisher_id: None,
+        }
+    }
+}
+
+/// The dashboard (web page and `/api/v1` on `http_address`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// The Sv2 address miners are told to use; unset, `listen_address` (with `0.0.0.0` shown
+    /// as `127.0.0.1`). Set it to the host name miners reach the pool by.
+    pub sv2_address: Option<String>,
+    /// The translator's Sv1 URL shown to Bitaxe owners; unset, none is shown.
+    pub sv1_url: Option<String>,
+    /// How often the hashrate history and totals are written to Redis: what a crash of the
+    /// pool can lose from the charts (never a quote: quotes have their own path).
+    pub history_flush_ms: u64,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            sv2_address: None,
+            sv1_url: None,
+            history_flush_ms: 5_000,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `/metrics` (Prometheus text), `/stats` (JSON) and, when configured, `POST /payout` and
-//! `GET /epochs` on the pool's HTTP address.
+//! `/metrics` (Prometheus text), `/stats` (JSON), the dashboard (`/`, `/api/v1`) and, when
+//! configured, `POST /payout` and `GET /epochs` on the pool's HTTP address.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use ehash::callback;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::dashboard::ApiContext;
 use crate::metrics::PoolMetrics;
 use crate::payout::PayoutDesk;
 use crate::publisher::PublisherMetrics;
@@ -28,13 +29,15 @@ pub async fn serve(
     pool: Arc<PoolMetrics>,
     quotes: Arc<PublisherMetrics>,
     payout: Option<Arc<PayoutDesk>>,
+    dashboard: ApiContext,
     shutdown: watch::Receiver<bool>,
 ) {
     let registry = Arc::new(pool.registry(quotes.clone()));
     let mut app = Router::new()
         .route("/stats", get(stats))
         .with_state(Counters { pool, quotes })
-        .merge(hashpool_service::metrics::route(registry));
+        .merge(hashpool_service::metrics::route(registry))
+        .merge(crate::dashboard::router(dashboard));
     if let Some(desk) = payout {
         app = app.merge(
             Router::new()

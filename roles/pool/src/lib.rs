@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod chain;
 pub mod config;
+pub mod dashboard;
 pub mod downstream;
 mod durable;
 pub mod epochs;

@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 use crate::blocks::BlockSubmitter;
 use crate::chain::{self, ChainError, TemplateFeed, TemplateStore};
 use crate::config::{AuthorityConfig, PoolConfig, ProxyConfig, RedisConfig};
+use crate::dashboard::api::Connect;
+use crate::dashboard::history::HistoryStore;
+use crate::dashboard::{ApiContext, Dashboard};
 use crate::downstream::{Downstream, PoolContext};
 use crate::epochs::{EpochBook, EpochError};
 use crate::metrics::PoolMetrics;
@@ -30,6 +33,8 @@ use crate::work::Work;
 /// cgminer-style Sv1 firmware handles through the translator).
 const EXTRANONCE_LEN: u8 = 10;
 const MAX_CHANNELS: u32 = 65_536;
+/// How long the pool waits at start for the dashboard's history.
+const HISTORY_LOAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long unsent quote messages may take to reach Redis on shutdown before being journaled.
 const PUBLISH_GRACE: Duration = Duration::from_secs(2);
 
@@ -90,9 +95,12 @@ impl Pool {
         let metrics = Arc::new(PoolMetrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let epochs = epoch_book(&config)?;
+        let redis = redis::Client::open(config.redis.url.as_str())
+            .map_err(|error| PoolError::RedisUrl(error.to_string()))?;
+        let (dashboard, history) = dashboard(&config.redis, redis.clone()).await;
         let source = match &config.proxy {
             Some(proxy) => proxy_source(&config, proxy, &metrics, &epochs, &shutdown_rx).await?,
-            None => solo_source(&config, &metrics, &epochs, &shutdown_rx).await?,
+            None => solo_source(&config, &metrics, &dashboard, &epochs, &shutdown_rx).await?,
         };
         let context = Arc::new(PoolContext {
             release_policy: config.release_policy,
@@ -109,13 +117,33 @@ impl Pool {
             blocks: source.blocks,
             upstream: source.upstream,
             epochs,
+            dashboard: dashboard.clone(),
         });
         let mut tasks = source.tasks;
+        if let Some(history) = history {
+            let every = Duration::from_millis(config.dashboard.history_flush_ms.max(100));
+            let shutdown = shutdown_rx.clone();
+            let dashboard = dashboard.clone();
+            tasks.push(tokio::spawn(async move {
+                dashboard.keep_flushed(history, every, shutdown).await
+            }));
+        }
 
         let payout_desk = payout_desk(&config, &context)?;
         let (listener, sv2_address) = listen(config.listen_address).await?;
         let (http_listener, http_address) = listen(config.http_address).await?;
 
+        let api = ApiContext {
+            dashboard,
+            metrics: metrics.clone(),
+            quotes: context.quotes.metrics().clone(),
+            work: context.work.clone(),
+            redis,
+            stream: config.redis.stream.clone(),
+            release_policy: config.release_policy,
+            connect: connect_instructions(&config, sv2_address),
+            payout: payout_desk.clone(),
+        };
         let accept = tokio::spawn(accept_loop(
             listener,
             context.clone(),
@@ -127,6 +155,7 @@ impl Pool {
             metrics,
             context.quotes.metrics().clone(),
             payout_desk,
+            api,
             shutdown_rx,
         ));
         tracing::info!(%sv2_address, %http_address, "pool listening");
@@ -178,6 +207,7 @@ impl Pool {
 async fn solo_source(
     config: &PoolConfig,
     metrics: &Arc<PoolMetrics>,
+    dashboard: &Arc<Dashboard>,
     epochs: &Option<Arc<EpochBook>>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<WorkSource, PoolError> {
@@ -191,8 +221,13 @@ async fn solo_source(
         Duration::from_millis(config.bitcoind.template_refresh_ms),
         store.clone(),
     );
-    let (blocks, submitter) =
-        BlockSubmitter::start(rpc, metrics.clone(), epochs.clone(), shutdown.clone());
+    let (blocks, submitter) = BlockSubmitter::start(
+        rpc,
+        metrics.clone(),
+        dashboard.clone(),
+        epochs.clone(),
+        shutdown.clone(),
+    );
     Ok(WorkSource {
         work: templates,
         template_store: store,
@@ -292,11 +327,63 @@ async fn open_epoch_has_shares(redis: &RedisConfig, epoch: u64) -> bool {
     }
 }
 
+/// The dashboard as its history in Redis left it. When Redis does not answer at start the
+/// dashboard starts empty and keeps no history this run: writing an empty book's totals over the
+/// stored ones would lose them, and mining must not wait for Redis.
+async fn dashboard(
+    redis: &RedisConfig,
+    client: redis::Client,
+) -> (Arc<Dashboard>, Option<HistoryStore>) {
+    let store = HistoryStore::new(client, &redis.stream, &pool_id(redis));
+    let loaded = tokio::time::timeout(
+        HISTORY_LOAD_TIMEOUT,
+        store.load(hashpool_service::unix_now()),
+    )
+    .await;
+    match loaded {
+        Ok(Ok((book, blocks))) => (Arc::new(Dashboard::restored(book, blocks)), Some(store)),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot read the dashboard history; none is kept this run");
+            (
+                Arc::new(Dashboard::restored(Default::default(), Vec::new())),
+                None,
+            )
+        }
+        Err(_) => {
+            tracing::warn!("Redis did not answer for the dashboard history; none is kept this run");
+            (
+                Arc::new(Dashboard::restored(Default::default(), Vec::new())),
+                None,
+            )
+        }
+    }
+}
+
+/// What the dashboard tells miners to connect to.
+fn connect_instructions(config: &PoolConfig, listening: SocketAddr) -> Connect {
+    let sv2_address = config.dashboard.sv2_address.clone().unwrap_or_else(|| {
+        if listening.ip().is_unspecified() {
+            format!("127.0.0.1:{}", listening.port())
+        } else {
+            listening.to_string()
+        }
+    });
+    Connect {
+        sv2_address,
+        authority_public_key: config.authority.public_key.to_string(),
+        sv1_url: config.dashboard.sv1_url.clone(),
+    }
+}
+
+fn pool_id(redis: &RedisConfig) -> String {
+    redis.publisher_id.clone().unwrap_or_else(default_pool_id)
+}
+
 fn publisher_settings(redis: &RedisConfig) -> PublisherSettings {
     PublisherSettings {
         redis_url: redis.url.clone(),
         stream: redis.stream.clone(),
-        pool_id: redis.publisher_id.clone().unwrap_or_else(default_pool_id),
+        pool_id: pool_id(redis),
         capacity: redis.buffer_capacity,
         journal_path: redis.journal_path.clone(),
     }

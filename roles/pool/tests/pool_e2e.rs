@@ -20,6 +20,8 @@ use tempfile::TempDir;
 
 #[path = "pool_e2e/bitcoind_restart.rs"]
 mod bitcoind_restart;
+#[path = "pool_e2e/dashboard.rs"]
+mod dashboard;
 #[path = "pool_e2e/difficulty.rs"]
 mod difficulty;
 #[path = "pool_e2e/extended_work.rs"]

@@ -55,3 +55,9 @@ pub async fn post_json(
     let (status, body) = http_request(address, "POST", path, headers, body).await;
     (status, serde_json::from_str(&body).unwrap_or_default())
 }
+
+/// GETs `path`; the status and the JSON answer (`null` if not JSON).
+pub async fn get_json(address: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_request(address, "GET", path, &[], "").await;
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}

@@ -9,7 +9,7 @@ mod redis_server;
 mod wait;
 
 pub use bitcoind::{regtest_address, Bitcoind, BitcoindError, Chain};
-pub use http::{http_request, post_json};
+pub use http::{get_json, http_request, post_json};
 pub use process::{workspace_binary, Process};
 pub use redis_server::{wait_until, RedisServer};
 pub use wait::{eventually, eventually_within, wait_for, wait_for_within, DEFAULT_DEADLINE};

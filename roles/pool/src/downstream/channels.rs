@@ -227,6 +227,7 @@ impl Downstream {
         } = opened;
         tracing::info!(peer = %self.peer, channel_id, grouped, miner = %identity, "channel opened");
         self.context.metrics.channels.inc();
+        self.context.dashboard.channel_opened(&identity);
         let channel = Channel {
             kind,
             grouped,
@@ -253,6 +254,7 @@ impl Downstream {
                 group.remove_channel_id(close.channel_id);
             }
             self.context.metrics.channels.dec();
+            self.context.dashboard.channel_closed(&channel.identity);
             tracing::info!(peer = %self.peer, channel_id = close.channel_id, miner = %channel.identity, "channel closed by the miner");
         }
     }

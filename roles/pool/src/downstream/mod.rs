@@ -105,6 +105,7 @@ pub struct PoolContext {
     pub upstream: Option<UpstreamHandle>,
     /// The payout epochs, under the payout-epoch policy.
     pub epochs: Option<Arc<EpochBook>>,
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 /// Why a connection was closed by the pool.
@@ -194,6 +195,9 @@ impl Downstream {
             .metrics
             .channels
             .dec_by(self.channels.len() as u64);
+        for channel in self.channels.values() {
+            self.context.dashboard.channel_closed(&channel.identity);
+        }
         reason
     }
 

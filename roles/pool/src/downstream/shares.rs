@@ -2,6 +2,8 @@
 
 use super::channel::{HeaderFields, JobInfo, SubmittedShare};
 use super::*;
+use crate::dashboard::book::CountedShare;
+use crate::dashboard::share_difficulty;
 use crate::upstream::ForwardedShare;
 use stratum_apps::stratum_core::mining_sv2::{
     ERROR_CODE_SUBMIT_SHARES_INVALID_NON_ROLLABLE_VERSION_BIT, ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
@@ -207,7 +209,8 @@ impl Downstream {
     /// Publishes the share's quote (create, and under ehash its PAID update) for exactly the
     /// work of the job's target, and counts it.
     fn credit(&self, channel_id: u32, job_id: u32, job: &JobInfo, share_hash: [u8; 32]) {
-        let locking_key = self.channels[&channel_id].identity.locking_key();
+        let identity = &self.channels[&channel_id].identity;
+        let locking_key = identity.locking_key();
         let create = CreateQuote::for_share_under(
             self.context.release_policy,
             AcceptedShare {
@@ -237,6 +240,8 @@ impl Downstream {
             "share accepted"
         );
         let quote_id = create.quote_id;
+        let epoch =
+            (self.context.release_policy == ReleasePolicy::PayoutEpoch).then_some(create.epoch);
         self.context.quotes.publish(QuoteMessage::Create(create));
         if self.context.release_policy == ReleasePolicy::Ehash {
             // The share is valid and its template came from bitcoind: nothing left to wait for.
@@ -248,6 +253,15 @@ impl Downstream {
             &locking_key.to_string(),
             job.credited_work,
             job.proven_hashes,
+        );
+        self.context.dashboard.share_accepted(
+            identity,
+            CountedShare {
+                work: job.credited_work,
+                proven_hashes: job.proven_hashes,
+                difficulty: share_difficulty(share_hash),
+                epoch,
+            },
         );
     }
 
