@@ -39,6 +39,11 @@ mint-info:
 test *ARGS:
     bin/test {{ARGS}}
 
+# Refresh docs/screenshots: the dashboard in headless Chromium while a CPU miner mines (the browser test).
+screenshots:
+    bin/setup-browser
+    BITCOIND="$(bin/build-bitcoind)/bitcoind" HASHPOOL_SCREENSHOTS="$PWD/docs/screenshots" cargo nextest run -p hashpool-full-stack-tests --test dashboard_browser
+
 # Formatting and clippy, as CI expects them.
 lint:
     cargo fmt --all --check
