@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use utoipa::{OpenApi, ToSchema};
 
 use super::book::{Activity, KeyActivity, Now, Tally};
-use super::series::{Series, BUCKET_SECS};
+use super::series::BUCKET_SECS;
 use super::{Dashboard, FoundBlock};
 use crate::metrics::PoolMetrics;
 use crate::payout::PayoutDesk;
@@ -107,6 +107,7 @@ impl Hashrates {
     }
 }
 
+/// Since the pool's history began (kept across restarts, like the hashrate history).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Shares {
     pub accepted: u64,
@@ -178,7 +179,7 @@ pub struct PoolOverview {
     pub connections: u64,
     pub channels: u64,
     pub shares: Shares,
-    /// Work credited, in units of `hash` (2^12 expected hashes).
+    /// Work credited since the pool's history began, in units of `hash` (2^12 expected hashes).
     pub work_credited: u64,
     /// Newest first, at most 50.
     pub blocks: Vec<FoundBlock>,
@@ -285,7 +286,7 @@ pub struct MinerDetail {
 #[utoipa::path(get, path = "/api/v1/pool", responses((status = 200, body = PoolOverview)))]
 async fn pool(State(api): State<ApiContext>) -> Json<PoolOverview> {
     let now = Now::current();
-    let (hashrate, miners, workers) = api.dashboard.read(|book| {
+    let (hashrate, miners, workers, totals) = api.dashboard.read(|book| {
         let open: Vec<&KeyActivity> = book
             .keys
             .values()
@@ -300,6 +301,7 @@ async fn pool(State(api): State<ApiContext>) -> Json<PoolOverview> {
             Hashrates::of(&book.pool, now),
             open.len() as u64,
             workers as u64,
+            book.pool.totals.clone(),
         )
     });
     let network = network(&api.work.borrow(), hashrate.m10);
@@ -314,10 +316,10 @@ async fn pool(State(api): State<ApiContext>) -> Json<PoolOverview> {
         connections: api.metrics.connections.get(),
         channels: api.metrics.channels.get(),
         shares: Shares {
-            accepted: api.metrics.shares_accepted.get(),
-            rejected: api.metrics.rejections(),
+            accepted: totals.shares,
+            rejected: totals.rejected,
         },
-        work_credited: api.metrics.work_credited.get(),
+        work_credited: totals.work,
         blocks: api.dashboard.blocks(),
         network,
         quotes: QuotePublishing {
@@ -388,9 +390,9 @@ async fn mint_consumers(api: &ApiContext) -> MintConsumers {
     }
 }
 
-fn points(series: &Series, now: u64) -> Vec<HashratePoint> {
-    series
-        .rates(now)
+fn points(activity: &Activity, now: u64) -> Vec<HashratePoint> {
+    activity
+        .bucket_rates(now)
         .into_iter()
         .map(|(time, hashrate)| HashratePoint { time, hashrate })
         .collect()
@@ -402,7 +404,7 @@ async fn pool_hashrate(State(api): State<ApiContext>) -> Json<HashrateSeries> {
     let now = hashpool_service::unix_now();
     Json(HashrateSeries {
         bucket_seconds: BUCKET_SECS,
-        points: api.dashboard.read(|book| points(&book.pool.series, now)),
+        points: api.dashboard.read(|book| points(&book.pool, now)),
     })
 }
 
@@ -558,11 +560,11 @@ async fn miner_hashrate(
         let entry = book.keys.get(&key)?;
         Some(MinerHashrate {
             bucket_seconds: BUCKET_SECS,
-            points: points(&entry.activity.series, now),
+            points: points(&entry.activity, now),
             workers: entry
                 .workers
                 .iter()
-                .map(|(name, worker)| (name.clone(), points(&worker.activity.series, now)))
+                .map(|(name, worker)| (name.clone(), points(&worker.activity, now)))
                 .collect(),
         })
     });

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::series::{Series, SeriesChanges};
+use super::series::{Series, SeriesChanges, BUCKET_SECS};
 use crate::metrics::rate::{RateWindow, RATE_WINDOW};
 
 /// A key or worker with no open channel and no share for this long is forgotten (here and, by
@@ -61,6 +61,9 @@ pub struct Totals {
     /// when it is later than the window's start.
     #[serde(default)]
     pub first_share: Option<u64>,
+    /// Rejected shares by Sv2 error code (counted for the pool only).
+    #[serde(default)]
+    pub rejected: BTreeMap<String, u64>,
 }
 
 /// A key's quotes in one epoch.
@@ -76,6 +79,8 @@ pub struct Activity {
     pub totals: Totals,
     pub series: Series,
     rate: RateWindow,
+    /// When `rate` began counting: this process's start for a restored activity.
+    rate_started: u64,
     /// The last share or channel event, for retention.
     last_active: u64,
     totals_changed: bool,
@@ -88,6 +93,7 @@ impl Activity {
             totals: saved.totals,
             series: Series::restored(saved.buckets, now),
             rate: RateWindow::default(),
+            rate_started: now,
             totals_changed: false,
         }
     }
@@ -109,7 +115,7 @@ impl Activity {
     /// Proven hashes per second over the last ten minutes.
     pub fn hashrate_10m(&self, now: Now) -> f64 {
         let window = RATE_WINDOW.as_secs();
-        let from = now.unix.saturating_sub(window);
+        let from = now.unix.saturating_sub(window).max(self.rate_started);
         self.rate.hashes(now.instant) / self.span(window, from, now.unix)
     }
 
@@ -117,6 +123,19 @@ impl Activity {
     pub fn hashrate_over(&self, window: u64, now: u64) -> f64 {
         let (hashes, from) = self.series.window(window, now);
         hashes / self.span(window, from, now)
+    }
+
+    /// (bucket start, hashes per second), oldest first: each bucket averaged over the part of it
+    /// that has passed and followed the first share.
+    pub fn bucket_rates(&self, now: u64) -> Vec<(u64, f64)> {
+        self.series
+            .buckets()
+            .map(|(start, hashes)| {
+                let end = now.min(start + BUCKET_SECS);
+                let span = self.span(BUCKET_SECS, start, end);
+                (start, hashes as f64 / span)
+            })
+            .collect()
     }
 
     /// The seconds a window's hashes were found in: from its start, or from the first share
@@ -259,6 +278,16 @@ impl Book {
             entry.epochs_changed = true;
         }
         self.worker(key, worker).activity.count(&share, now);
+    }
+
+    pub fn reject(&mut self, code: &str) {
+        *self
+            .pool
+            .totals
+            .rejected
+            .entry(code.to_owned())
+            .or_default() += 1;
+        self.pool.totals_changed = true;
     }
 
     fn worker(&mut self, key: &str, worker: &str) -> &mut WorkerActivity {
@@ -413,6 +442,26 @@ mod tests {
     }
 
     #[test]
+    fn each_bucket_is_averaged_over_the_time_it_was_mined() {
+        let start = Instant::now();
+        let mut book = Book::default();
+        let bucket = T0 - T0 % BUCKET_SECS;
+        // First share 300 s into a bucket; 120 s later, 1,200 hashes a second since.
+        book.count("02aa", "", share(0, 1.0, None), at(bucket + 300, start));
+        let hashes = 144_000u128;
+        let mut late = share(0, 1.0, None);
+        late.proven_hashes = hashes;
+        book.count("02aa", "", late, at(bucket + 420, start));
+        let key = &book.keys["02aa"].activity;
+        assert_eq!(key.bucket_rates(bucket + 420), vec![(bucket, 1200.0)]);
+        // Once the bucket is over, over its 300 s since the first share.
+        assert_eq!(
+            key.bucket_rates(bucket + 900),
+            vec![(bucket, hashes as f64 / 300.0)]
+        );
+    }
+
+    #[test]
     fn a_worker_is_connected_while_any_of_its_channels_is_open() {
         let mut book = Book::default();
         book.channel_opened("02aa", "rig", T0);
@@ -505,6 +554,24 @@ mod tests {
         assert_eq!(key.activity.totals.best_difficulty, 9.0);
         assert_eq!(key.epochs[&1], Tally { quotes: 2, work: 6 });
         assert_eq!(key.workers["rig"].activity.totals.shares, 2);
-        assert_eq!(book.pool.series.rates(T0 + 60).len(), 1);
+        assert_eq!(book.pool.series.buckets().count(), 1);
+        // Its ten-minute rate counts from the restart, not from the first share a while ago.
+        let restarted = at(T0 + 60, start);
+        assert_eq!(
+            book.keys["02aa"].activity.hashrate_10m(at(T0 + 180, start)),
+            4096.0 / (180 - 60) as f64,
+            "one share's hashes since the restart at {}",
+            restarted.unix
+        );
+    }
+
+    #[test]
+    fn rejections_are_kept_with_the_pools_totals() {
+        let mut book = Book::default();
+        book.reject("stale-share");
+        book.reject("stale-share");
+        let changes = book.take_changes();
+        let totals = changes[0].totals.as_ref().unwrap();
+        assert_eq!(totals.rejected["stale-share"], 2);
     }
 }

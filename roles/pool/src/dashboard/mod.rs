@@ -100,6 +100,10 @@ impl Dashboard {
             .count(&key, worker_name(identity), share, Now::current());
     }
 
+    pub fn share_rejected(&self, code: &str) {
+        self.book().reject(code);
+    }
+
     pub fn block_found(&self, hash: BlockHash, height: Option<u64>) {
         let block = FoundBlock {
             height,

@@ -62,16 +62,9 @@ impl Series {
         }
     }
 
-    /// (bucket start, hashes per second over the bucket), oldest first. The bucket being
-    /// filled is averaged over the part of it that has passed.
-    pub fn rates(&self, now: u64) -> Vec<(u64, f64)> {
-        self.buckets
-            .iter()
-            .map(|(&start, &hashes)| {
-                let elapsed = now.saturating_sub(start).clamp(1, BUCKET_SECS);
-                (start, hashes as f64 / elapsed as f64)
-            })
-            .collect()
+    /// (bucket start, proven hashes), oldest first.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
+        self.buckets.iter().map(|(&start, &hashes)| (start, hashes))
     }
 
     /// The hashes of the buckets that cover the last `window` seconds (the one being filled
@@ -126,11 +119,8 @@ mod tests {
         series.add(600, T0 + 1);
         series.add(600, T0 + 599);
         series.add(1200, T0 + 600);
-        assert_eq!(
-            series.rates(T0 + 900),
-            vec![(T0, 2.0), (T0 + 600, 4.0)],
-            "the filling bucket is averaged over its 300 elapsed seconds"
-        );
+        let buckets: Vec<_> = series.buckets().collect();
+        assert_eq!(buckets, vec![(T0, 1200), (T0 + 600, 1200)]);
     }
 
     #[test]
@@ -140,15 +130,11 @@ mod tests {
         let changes = series.take_changes();
         assert_eq!(changes.values, vec![(T0, 1)]);
         series.add(1, T0 + HISTORY_SECS);
-        assert_eq!(
-            series.rates(T0 + HISTORY_SECS).len(),
-            2,
-            "exactly a day apart: kept"
-        );
+        assert_eq!(series.buckets().count(), 2, "exactly a day apart: kept");
         series.add(1, T0 + HISTORY_SECS + BUCKET_SECS);
         let changes = series.take_changes();
         assert_eq!(changes.expired, vec![T0]);
-        assert_eq!(series.rates(T0 + HISTORY_SECS + BUCKET_SECS).len(), 2);
+        assert_eq!(series.buckets().count(), 2);
         assert!(!series.has_changes());
     }
 
@@ -170,7 +156,10 @@ mod tests {
     fn restored_series_leave_out_what_aged_while_the_pool_was_down() {
         let now = T0 + 2 * HISTORY_SECS;
         let series = Series::restored([(T0, 5), (now - BUCKET_SECS, 7)], now);
-        assert_eq!(series.rates(now), vec![(now - BUCKET_SECS, 7.0 / 600.0)]);
+        assert_eq!(
+            series.buckets().collect::<Vec<_>>(),
+            vec![(now - BUCKET_SECS, 7)]
+        );
         let mut series = series;
         assert_eq!(series.take_changes().expired, vec![T0]);
     }

@@ -33,9 +33,9 @@ impl Downstream {
         request_id: u32,
         code: &str,
     ) -> Result<(), CloseReason> {
-        self.context
-            .metrics
-            .share_rejected(&format!("open-channel:{code}"));
+        let reason = format!("open-channel:{code}");
+        self.context.metrics.share_rejected(&reason);
+        self.context.dashboard.share_rejected(&reason);
         self.send_mining(MiningOwned::OpenMiningChannelError(
             OpenMiningChannelErrorOwned {
                 request_id,

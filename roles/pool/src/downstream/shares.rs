@@ -49,6 +49,7 @@ impl Downstream {
         code: &str,
     ) -> Result<(), CloseReason> {
         self.context.metrics.share_rejected(code);
+        self.context.dashboard.share_rejected(code);
         self.send_mining(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
             channel_id,
             sequence_number,

@@ -70,11 +70,6 @@ impl PoolMetrics {
         self.rejected.record(reason);
     }
 
-    /// Rejected shares by reason.
-    pub fn rejections(&self) -> BTreeMap<String, u64> {
-        self.rejected.by_reason()
-    }
-
     /// A share accepted for `locking_key`, credited `work` units and proving `proven_hashes`.
     pub fn share_accepted(&self, locking_key: &str, work: u64, proven_hashes: u128) {
         self.shares_accepted.inc();
