@@ -8,6 +8,7 @@
 (() => {
   const REFRESH_MS = 5000;
   const DAY = 86400;
+  const BLOCKS_SHOWN = 10;
   const PUBKEY_RE = /^0[23][0-9a-fA-F]{64}$/;
 
   const $ = (id) => document.getElementById(id);
@@ -342,7 +343,12 @@
     document.querySelector('button.copy[data-copy="connect-sv1"]').hidden = !sv1;
 
     const blocks = Array.isArray(p.blocks) ? p.blocks : [];
-    $('blocks-table').tBodies[0].replaceChildren(...blocks.map((b) => {
+    // The API keeps the latest 50; on a test network that is a minute of blocks, so the page
+    // shows the newest few and says how many it left out.
+    const shown = blocks.slice(0, BLOCKS_SHOWN);
+    setText('blocks-more', blocks.length > shown.length
+      ? `the latest ${shown.length} of ${blocks.length} kept` : '');
+    $('blocks-table').tBodies[0].replaceChildren(...shown.map((b) => {
       const tr = el('tr');
       const hash = el('code', null, shortHash(b.hash));
       hash.title = String(b.hash ?? '');
