@@ -5,6 +5,7 @@
 //! update itself are one Redis script, so two callbacks racing cannot both release, and a
 //! replayed callback changes nothing.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -101,7 +102,21 @@ pub struct ClosedEpochReport {
     pub paid_by: Option<String>,
 }
 
-/// Checks payment and epoch, then appends the release: all or nothing.
+/// An epoch as the dashboard sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochStatus {
+    /// Its block was found (it takes no more shares).
+    pub closed: bool,
+    /// Work credited in it, in `hash` units, from its totals.
+    pub work: Option<u64>,
+    /// The payment that released it.
+    pub paid_by: Option<String>,
+    /// The sats that payment released (the payout rounded down to whole sats).
+    pub payout: Option<u64>,
+}
+
+/// Checks payment and epoch, then appends the release (and notes the payout beside the epoch's
+/// totals): all or nothing.
 const RELEASE_SCRIPT: &str = r"
 local used = redis.call('GET', KEYS[1])
 if used then return {'payment-used', used} end
@@ -112,6 +127,7 @@ if redis.call('HGET', KEYS[3], 'work') ~= ARGV[3] or redis.call('HGET', KEYS[3],
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'payout', ARGV[7])
 redis.call('XADD', KEYS[4], '*', ARGV[5], ARGV[6])
 return {'released', ''}
 ";
@@ -190,7 +206,7 @@ impl PayoutDesk {
         payout: u64,
         payment_id: String,
     ) -> Result<EpochRelease, PayoutError> {
-        let totals: std::collections::HashMap<String, u64> = redis
+        let totals: HashMap<String, u64> = redis
             .hgetall(ehash::epoch_totals_key(&self.stream, epoch))
             .await?;
         let (total_work, quotes) = (
@@ -238,6 +254,7 @@ impl PayoutDesk {
             .arg(quotes)
             .arg(ehash::STREAM_FIELD)
             .arg(update.to_json())
+            .arg(payout)
             .query_async(redis)
             .await?;
         let detail = outcome.get(1).cloned().unwrap_or_default();
@@ -303,6 +320,36 @@ impl PayoutDesk {
             open: self.epochs.current(),
             closed,
         })
+    }
+
+    /// What the dashboard shows of each of `epochs`: closed or open, and for a closed one its
+    /// work, and the payment and payout (sats) that released it. Two reads per epoch, pipelined.
+    pub async fn statuses(
+        &self,
+        epochs: &[u64],
+    ) -> Result<BTreeMap<u64, EpochStatus>, PayoutError> {
+        let closed: BTreeSet<u64> = self.epochs.closed().iter().map(|c| c.epoch).collect();
+        let mut redis = self.redis.get_multiplexed_async_connection().await?;
+        let mut pipe = redis::pipe();
+        for &epoch in epochs {
+            pipe.get(self.paid_by_key(epoch))
+                .hgetall(ehash::epoch_totals_key(&self.stream, epoch));
+        }
+        let replies: Vec<(Option<String>, HashMap<String, u64>)> =
+            pipe.query_async(&mut redis).await?;
+        Ok(epochs
+            .iter()
+            .zip(replies)
+            .map(|(&epoch, (paid_by, totals))| {
+                let status = EpochStatus {
+                    closed: closed.contains(&epoch),
+                    work: totals.get("work").copied(),
+                    payout: totals.get("payout").copied(),
+                    paid_by,
+                };
+                (epoch, status)
+            })
+            .collect())
     }
 
     /// The epoch `payment_id` released, if it released one.

@@ -535,6 +535,9 @@
         el('td', null, e.state ?? '—'),
         el('td', 'num', fmtInt(e.quotes)),
         el('td', 'num', `${fmtInt(e.work)} hash`),
+        el('td', 'num', isNum(e.payout) ? `${fmtInt(e.payout)} sat` : '—'),
+        // The mint splits the payout per quote, largest remainder: within a sat per quote.
+        el('td', 'num', isNum(e.estimated_sats) ? `≈ ${fmtInt(e.estimated_sats)} sat` : '—'),
       );
       return tr;
     }));

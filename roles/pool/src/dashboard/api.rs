@@ -22,7 +22,7 @@ use super::book::{Activity, KeyActivity, Now, Tally};
 use super::series::BUCKET_SECS;
 use super::{Dashboard, FoundBlock};
 use crate::metrics::PoolMetrics;
-use crate::payout::PayoutDesk;
+use crate::payout::{EpochStatus, PayoutDesk};
 use crate::publisher::PublisherMetrics;
 use crate::work::Work;
 
@@ -246,6 +246,13 @@ pub struct MinerEpoch {
     pub work: u64,
     /// `open`, `closed` (its block found, waiting for the payout) or `paid`.
     pub state: String,
+    /// The whole epoch's work, all miners', once Redis has its totals.
+    pub epoch_work: Option<u64>,
+    /// Sats the epoch's payout released, once paid.
+    pub payout: Option<u64>,
+    /// This key's part of the payout, pro-rata to its work: the mint pays each quote its exact
+    /// share rounded (largest remainder), so within a sat per quote of this.
+    pub estimated_sats: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -442,9 +449,9 @@ async fn miner(
     Path(pubkey): Path<String>,
 ) -> Result<Json<MinerDetail>, ApiError> {
     let key = locking_key(&pubkey)?;
-    let paid_epochs = match &api.payout {
-        Some(desk) => Some(desk.epochs().await),
-        None => None,
+    let epoch_statuses = match api.release_policy {
+        ReleasePolicy::Ehash => None,
+        ReleasePolicy::PayoutEpoch => Some(epoch_statuses(&api, &key).await),
     };
     let now = Now::current();
     let detail = api.dashboard.read(|book| {
@@ -464,7 +471,7 @@ async fn miner(
                 best_share_difficulty: worker.activity.totals.best_difficulty,
             })
             .collect();
-        let (quotes, epochs) = match &paid_epochs {
+        let (quotes, epochs) = match &epoch_statuses {
             None => (
                 MinerQuotes {
                     released: QuoteTally {
@@ -475,7 +482,7 @@ async fn miner(
                 },
                 Vec::new(),
             ),
-            Some(report) => epoch_quotes(entry, report.as_ref().ok()),
+            Some(statuses) => epoch_quotes(entry, statuses),
         };
         Some(MinerDetail {
             locking_key: key.clone(),
@@ -494,39 +501,67 @@ async fn miner(
     detail.map(Json).ok_or_else(|| unknown(&key))
 }
 
-/// Splits a key's epochs into released and pending by the payout desk's report (all pending
-/// when Redis could not say which epochs are paid).
+/// The payout desk's view of the epochs `key` has work in; empty when no payout callback is
+/// configured (then nothing is ever released) or Redis does not answer (then each epoch shows
+/// as open, its quotes as pending).
+async fn epoch_statuses(api: &ApiContext, key: &str) -> BTreeMap<u64, EpochStatus> {
+    let Some(desk) = &api.payout else {
+        return BTreeMap::new();
+    };
+    let epochs: Vec<u64> = api.dashboard.read(|book| {
+        book.keys
+            .get(key)
+            .map(|entry| entry.epochs.keys().copied().collect())
+            .unwrap_or_default()
+    });
+    let statuses = tokio::time::timeout(REDIS_TIMEOUT, desk.statuses(&epochs)).await;
+    match statuses {
+        Ok(Ok(statuses)) => statuses,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "cannot read the epochs' payouts for the dashboard");
+            BTreeMap::new()
+        }
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// Splits a key's epochs into released (paid) and pending quotes, each epoch with its payout
+/// and the key's part of it.
 fn epoch_quotes(
     entry: &KeyActivity,
-    report: Option<&crate::payout::EpochsReport>,
+    statuses: &BTreeMap<u64, EpochStatus>,
 ) -> (MinerQuotes, Vec<MinerEpoch>) {
-    let state = |epoch: u64| -> &'static str {
-        let closed = report.and_then(|report| report.closed.iter().find(|c| c.epoch == epoch));
-        match closed {
-            Some(closed) if closed.paid_by.is_some() => "paid",
-            Some(_) => "closed",
-            None => "open",
-        }
-    };
     let mut released = Tally::default();
     let mut pending = Tally::default();
     let epochs = entry
         .epochs
         .iter()
         .map(|(&epoch, tally)| {
-            let state = state(epoch);
-            let sum = if state == "paid" {
-                &mut released
-            } else {
-                &mut pending
+            let status = statuses.get(&epoch);
+            let paid = status.and_then(|status| status.paid_by.as_ref()).is_some();
+            let state = match status {
+                _ if paid => "paid",
+                Some(status) if status.closed => "closed",
+                _ => "open",
             };
+            let sum = if paid { &mut released } else { &mut pending };
             sum.quotes += tally.quotes;
             sum.work += tally.work;
+            let payout = status.and_then(|status| status.payout);
+            let epoch_work = status.and_then(|status| status.work);
             MinerEpoch {
                 epoch,
                 quotes: tally.quotes,
                 work: tally.work,
                 state: state.to_owned(),
+                epoch_work,
+                payout,
+                estimated_sats: match (payout, epoch_work) {
+                    (Some(payout), Some(total)) if total > 0 => Some(
+                        (u128::from(payout) * u128::from(tally.work) / u128::from(total)) as u64,
+                    ),
+                    _ => None,
+                },
             }
         })
         .collect();

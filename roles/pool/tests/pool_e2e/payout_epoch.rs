@@ -160,6 +160,25 @@ async fn a_signed_payout_releases_its_closed_epoch_once() {
     let unknown = post_payout(&stack, &notice("pay-1", Some(9)), SECRET, now).await;
     assert_eq!(refused(unknown), (404, "unknown-epoch".into()));
     assert_eq!(stack.stream_messages().await.len(), 2, "only the creates");
+    let miner_page = format!("/api/v1/miners/{KEY}");
+    let (_, waiting) = hashpool_testkit::get_json(stack.pool.http_address(), &miner_page).await;
+    assert_eq!(waiting["quotes"]["pending"]["count"], 2, "{waiting}");
+    assert_eq!(waiting["quotes"]["released"]["count"], 0, "{waiting}");
+    let states = |miner: &serde_json::Value| -> Vec<(u64, String)> {
+        miner["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|epoch| {
+                let state = epoch["state"].as_str().unwrap().to_owned();
+                (epoch["epoch"].as_u64().unwrap(), state)
+            })
+            .collect()
+    };
+    assert_eq!(
+        states(&waiting),
+        [(1, "closed".to_owned()), (2, "open".to_owned())]
+    );
 
     // The payout of epoch 1: one update naming its totals, in whole sats.
     let (status, released) = post_payout(&stack, &notice("pay-1", None), SECRET, now).await;
@@ -176,6 +195,24 @@ async fn a_signed_payout_releases_its_closed_epoch_once() {
         payment_id: "pay-1".to_owned(),
     }));
     assert_eq!(stack.stream_messages().await[2..], [release]);
+    // The miner's page: epoch 1 paid, all 50,000 sats its part (it did all the epoch's work).
+    let (_, paid) = hashpool_testkit::get_json(stack.pool.http_address(), &miner_page).await;
+    assert_eq!(
+        states(&paid),
+        [(1, "paid".to_owned()), (2, "open".to_owned())]
+    );
+    assert_eq!(paid["quotes"]["released"]["count"], 1, "{paid}");
+    assert_eq!(paid["quotes"]["released"]["work"], work, "{paid}");
+    assert_eq!(paid["quotes"]["pending"]["count"], 1, "{paid}");
+    let epoch = &paid["epochs"][0];
+    assert_eq!(
+        (
+            &epoch["payout"],
+            &epoch["epoch_work"],
+            &epoch["estimated_sats"]
+        ),
+        (&50_000.into(), &work.into(), &50_000.into())
+    );
 
     // The same callback again changes nothing; another payment cannot pay epoch 1 again.
     let (status, again) = post_payout(&stack, &notice("pay-1", Some(1)), SECRET, now).await;
