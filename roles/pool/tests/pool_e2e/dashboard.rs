@@ -164,6 +164,32 @@ async fn a_miners_history_and_totals_survive_a_pool_restart() {
         series_before["workers"]["rig1"].as_array().map(Vec::len)
     );
 
+    // In Redis: each scope's totals and series expire a week after its last write; the
+    // indexes and the block list are trimmed instead.
+    let mut redis = redis::Client::open(SHARED_REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = format!("{}:dashboard:pool-dashboard-history", stack.stream);
+    let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await.unwrap();
+    let scoped: Vec<&String> = keys
+        .iter()
+        .filter(|key| key.contains(":totals:") || key.contains(":series:"))
+        .collect();
+    assert_eq!(
+        scoped.len(),
+        6,
+        "pool, key and worker, totals and series: {keys:?}"
+    );
+    for key in scoped {
+        let ttl: i64 = redis.ttl(key).await.unwrap();
+        assert!(
+            ttl > 6 * 24 * 3600 && ttl <= 7 * 24 * 3600,
+            "{key}: ttl {ttl}"
+        );
+    }
+
     // And the restored totals go on counting.
     let mut miner = Miner::open(&stack, &format!("{KEY}.rig1"), 1.0).await;
     mine_shares(&mut miner, 1).await;
