@@ -79,6 +79,7 @@ pub async fn router(
     };
     let ours = Router::new()
         .route("/health", get(health))
+        .route(OPENAPI_PATH, get(openapi))
         .route("/v1/ehash/quotes", post(lookup_quotes))
         .with_state(state.clone())
         .merge(hashpool_service::metrics::route(Arc::new(
@@ -124,6 +125,19 @@ async fn drain_oversized(State(state): State<AppState>, request: Request, next: 
         }
     }
     StatusCode::PAYLOAD_TOO_LARGE.into_response()
+}
+
+/// Where the mint serves the OpenAPI document of its HTTP API.
+pub const OPENAPI_PATH: &str = "/v1/hashpool/openapi.json";
+
+/// The OpenAPI document of the routes this mint serves (kept by hand in `mint/openapi.json`;
+/// `mint/tests/schema.rs` runs schemathesis against a live mint with it).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {
