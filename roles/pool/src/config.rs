@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ehash::{ReleasePolicy, ShareWork};
+use hashpool_service::ConnectionLimits;
 use serde::{Deserialize, Serialize};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 
@@ -28,6 +29,8 @@ pub struct PoolConfig {
     pub difficulty: DifficultyConfig,
     pub payout: PayoutConfig,
     pub dashboard: DashboardConfig,
+    /// Miner connections served at once, in all and from one address (more are closed at once).
+    pub connections: ConnectionLimits,
     /// Set: the pool is a proxy, mining on an upstream pool's jobs instead of its own templates.
     pub proxy: Option<ProxyConfig>,
 }
@@ -46,6 +49,7 @@ impl Default for PoolConfig {
             difficulty: DifficultyConfig::default(),
             payout: PayoutConfig::default(),
             dashboard: DashboardConfig::default(),
+            connections: ConnectionLimits::default(),
             proxy: None,
         }
     }

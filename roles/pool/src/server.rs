@@ -439,15 +439,22 @@ async fn accept_loop(
     shutdown: watch::Receiver<bool>,
 ) {
     let connection_shutdown = shutdown.clone();
-    accept_until_stopped(listener, shutdown, OnStop::Abort, move |tcp, peer| {
-        serve_miner(
-            tcp,
-            peer,
-            context.clone(),
-            config.authority.clone(),
-            connection_shutdown.clone(),
-        )
-    })
+    let limits = config.connections;
+    accept_until_stopped(
+        listener,
+        shutdown,
+        OnStop::Abort,
+        limits,
+        move |tcp, peer| {
+            serve_miner(
+                tcp,
+                peer,
+                context.clone(),
+                config.authority.clone(),
+                connection_shutdown.clone(),
+            )
+        },
+    )
     .await
 }
 

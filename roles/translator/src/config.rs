@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hashpool_service::ConnectionLimits;
 use serde::{Deserialize, Serialize};
 use stratum_apps::key_utils::Secp256k1PublicKey;
 
@@ -26,6 +27,8 @@ pub struct TranslatorConfig {
     pub log_dir: PathBuf,
     pub upstream: UpstreamConfig,
     pub downstream: DownstreamConfig,
+    /// Sv1 connections served at once, in all and from one address (more are closed at once).
+    pub connections: ConnectionLimits,
 }
 
 impl Default for TranslatorConfig {
@@ -36,6 +39,7 @@ impl Default for TranslatorConfig {
             log_dir: PathBuf::from("logs"),
             upstream: UpstreamConfig::default(),
             downstream: DownstreamConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }

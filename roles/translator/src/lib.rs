@@ -20,7 +20,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hashpool_service::{accept_until_stopped, listen, ListenError, OnStop};
+use hashpool_service::{accept_until_stopped, listen, ConnectionLimits, ListenError, OnStop};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -73,7 +73,12 @@ impl Translator {
         });
         let tasks = vec![
             tokio::spawn(upstream.run(shutdown_rx.clone())),
-            tokio::spawn(accept_loop(sv1_listener, context, shutdown_rx.clone())),
+            tokio::spawn(accept_loop(
+                sv1_listener,
+                context,
+                config.connections,
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(metrics::serve(
                 metrics_listener,
                 metrics.clone(),
@@ -130,19 +135,26 @@ fn check_extranonce_sizes(config: &config::DownstreamConfig) -> Result<(), Trans
 async fn accept_loop(
     listener: TcpListener,
     context: Arc<DownstreamContext>,
+    limits: ConnectionLimits,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut next_id: upstream::MinerId = 0;
     let connection_shutdown = shutdown.clone();
-    accept_until_stopped(listener, shutdown, OnStop::Finish, move |stream, _| {
-        let _ = stream.set_nodelay(true);
-        next_id += 1;
-        Downstream::serve(
-            next_id,
-            stream,
-            context.clone(),
-            connection_shutdown.clone(),
-        )
-    })
+    accept_until_stopped(
+        listener,
+        shutdown,
+        OnStop::Finish,
+        limits,
+        move |stream, _| {
+            let _ = stream.set_nodelay(true);
+            next_id += 1;
+            Downstream::serve(
+                next_id,
+                stream,
+                context.clone(),
+                connection_shutdown.clone(),
+            )
+        },
+    )
     .await
 }

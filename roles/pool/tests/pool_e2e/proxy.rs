@@ -610,6 +610,7 @@ async fn sv1_port_of(
             minimum_difficulty: ehash::ShareWork::MIN.difficulty(),
             ..DownstreamConfig::default()
         },
+        ..TranslatorConfig::default()
     })
     .await
     .expect("the translator starts")

@@ -85,6 +85,7 @@ impl Stack {
                 ..UpstreamConfig::default()
             },
             downstream,
+            ..TranslatorConfig::default()
         })
         .await
         .expect("the translator starts");
