@@ -31,6 +31,9 @@ pub struct PoolConfig {
     pub dashboard: DashboardConfig,
     /// Miner connections served at once, in all and from one address (more are closed at once).
     pub connections: ConnectionLimits,
+    /// How long a miner has, after the Noise handshake, to send SetupConnection before the
+    /// connection is closed (a silent peer holds a slot for nothing).
+    pub setup_timeout_ms: u64,
     /// Set: the pool is a proxy, mining on an upstream pool's jobs instead of its own templates.
     pub proxy: Option<ProxyConfig>,
 }
@@ -50,6 +53,7 @@ impl Default for PoolConfig {
             payout: PayoutConfig::default(),
             dashboard: DashboardConfig::default(),
             connections: ConnectionLimits::default(),
+            setup_timeout_ms: 10_000,
             proxy: None,
         }
     }

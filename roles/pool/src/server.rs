@@ -118,6 +118,7 @@ impl Pool {
             upstream: source.upstream,
             epochs,
             dashboard: dashboard.clone(),
+            setup_timeout: Duration::from_millis(config.setup_timeout_ms),
         });
         let mut tasks = source.tasks;
         if let Some(history) = history {

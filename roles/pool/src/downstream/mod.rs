@@ -106,6 +106,8 @@ pub struct PoolContext {
     /// The payout epochs, under the payout-epoch policy.
     pub epochs: Option<Arc<EpochBook>>,
     pub dashboard: Arc<crate::dashboard::Dashboard>,
+    /// How long a connection may stay after the Noise handshake without SetupConnection.
+    pub setup_timeout: Duration,
 }
 
 /// Why a connection was closed by the pool.
@@ -119,6 +121,8 @@ pub enum CloseReason {
     Protocol(String),
     #[error("pool is shutting down")]
     Shutdown,
+    #[error("no SetupConnection within {0:?} of the handshake")]
+    SetupTimeout(Duration),
 }
 
 pub struct Downstream {
@@ -164,6 +168,11 @@ impl Downstream {
         let mut work = self.context.work.clone();
         let mut vardiff = tokio::time::interval(VARDIFF_TICK);
         vardiff.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // A peer that finished the handshake and says nothing holds a connection slot for
+        // nothing: it has this long to set up.
+        let setup_timeout = self.context.setup_timeout;
+        let setup_deadline = tokio::time::sleep(setup_timeout);
+        tokio::pin!(setup_deadline);
 
         let reason = loop {
             let step = tokio::select! {
@@ -183,6 +192,9 @@ impl Downstream {
                     Err(_) => Err(CloseReason::Shutdown),
                 },
                 _ = vardiff.tick() => self.run_vardiff().await,
+                () = &mut setup_deadline, if !self.setup_done => {
+                    Err(CloseReason::SetupTimeout(setup_timeout))
+                }
                 () = stopped(&mut shutdown) => Err(CloseReason::Shutdown),
             };
             if let Err(reason) = step {

@@ -160,3 +160,36 @@ fn setup_connection_frame(
     .try_into()
     .unwrap()
 }
+
+/// A peer that completes the Noise handshake and then says nothing is closed once the setup
+/// timeout passes; a miner that set up in time keeps mining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_silent_after_the_handshake_is_closed_at_the_setup_timeout() {
+    let stack = Stack::start_configured("pool-setup-timeout", |config| {
+        config.setup_timeout_ms = 300;
+        config.bitcoind.template_poll_ms = 600_000;
+    })
+    .await;
+    let authority = PoolConfig::default().authority.public_key;
+    let mut silent =
+        PoolConnection::connect(&stack.pool.sv2_address().to_string(), Some(authority))
+            .await
+            .expect("the handshake completes");
+    let mut honest = Miner::open(&stack, KEY, 1.0).await;
+
+    let closed = tokio::time::timeout(Duration::from_secs(30), silent.recv())
+        .await
+        .expect("the pool closes the silent connection");
+    assert!(closed.is_err(), "closed, not answered: {closed:?}");
+    let metrics = stack.pool.metrics().clone();
+    wait_for("only the honest connection left", async || {
+        metrics.connections.get() == 1
+    })
+    .await;
+    let (reply, _) = honest.submit_valid_share().await;
+    assert!(
+        matches!(reply, MiningOwned::SubmitSharesSuccess(_)),
+        "{reply:?}"
+    );
+    stack.pool.shutdown().await;
+}
