@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let mut shutdown = hashpool_service::ShutdownSignal::install();
     let config: MintConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("mint", &config.log_dir)?;
+    hashpool_service::raise_open_files_limit();
 
     let server = MintServer::start(config)
         .await

@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let mut shutdown = hashpool_service::ShutdownSignal::install();
     let config: PoolConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("pool", &config.log_dir)?;
+    hashpool_service::raise_open_files_limit();
     tracing::info!(
         authority_public_key = %config.authority.public_key,
         "miners connect with this authority key"

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let mut shutdown = hashpool_service::ShutdownSignal::install();
     let config: TranslatorConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("translator", &config.log_dir)?;
+    hashpool_service::raise_open_files_limit();
     let translator = Translator::start(config)
         .await
         .context("starting the translator")?;

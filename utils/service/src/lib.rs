@@ -15,7 +15,9 @@ pub use backoff::Backoff;
 pub use config::{load_config, ConfigError};
 pub use cookie::{read_cookie, wait_for_cookie, CookieError, COOKIE_WAIT};
 pub use logging::{init_logging, LogGuard, LoggingError};
-pub use net::{accept_until_stopped, listen, ConnectionLimits, ListenError, OnStop};
+pub use net::{
+    accept_until_stopped, listen, raise_open_files_limit, ConnectionLimits, ListenError, OnStop,
+};
 pub use secret_file::{create_secret, read_secret, SecretFileError};
 pub use signal::{stopped, ShutdownSignal};
 pub use time::unix_now;

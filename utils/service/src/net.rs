@@ -60,6 +60,26 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Raises this process's open-files soft limit to its hard limit, as Go's runtime does at
+/// start: every connection is a descriptor, and the usual soft default (1,024) is far below the
+/// connections a pool serves; past it accepts fail for everyone. Logs and returns the limit now
+/// in force (`None`, logged as a warning, if it cannot be read or raised).
+pub fn raise_open_files_limit() -> Option<u64> {
+    let raised = rlimit::Resource::NOFILE
+        .get()
+        .and_then(|(_, hard)| rlimit::increase_nofile_limit(hard));
+    match raised {
+        Ok(limit) => {
+            tracing::info!(limit, "open files limit (connections and files together)");
+            Some(limit)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open files limit; connections beyond it will be refused");
+            None
+        }
+    }
+}
+
 /// How long the loop rests after a failed accept: out of file descriptors, accepting again at
 /// once fails again at once, and the loop would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -288,6 +308,13 @@ mod tests {
         );
         stop.send(true).unwrap();
         accepting.await.unwrap();
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let raised = raise_open_files_limit();
+        let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+        assert_eq!((raised, soft), (Some(hard), hard));
     }
 
     #[tokio::test]
