@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use hashpool_service::ConnectionLimits;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -15,6 +16,12 @@ pub struct MintConfig {
     pub seed_file: PathBuf,
     /// Largest HTTP request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// HTTP connections served at once, in all and from one IP address; more are closed as soon
+    /// as they are accepted, so a flood from a few addresses cannot take every slot.
+    pub connections: ConnectionLimits,
+    /// How long a connection has to send a request's whole header, from when it opens or its
+    /// last response was sent; slower (slow-loris) and idle connections are closed.
+    pub header_read_timeout_ms: u64,
     pub database: DatabaseConfig,
     pub redis: ConsumerConfig,
     pub info: InfoConfig,
@@ -30,6 +37,8 @@ impl Default for MintConfig {
             log_dir: PathBuf::from("logs"),
             seed_file: PathBuf::from(".data/mint/seed"),
             max_body_bytes: 256 * 1024,
+            connections: ConnectionLimits::default(),
+            header_read_timeout_ms: 10_000,
             database: DatabaseConfig::default(),
             redis: ConsumerConfig::default(),
             info: InfoConfig::default(),
@@ -201,6 +210,11 @@ mod tests {
         assert_eq!(shipped.database.sqlite_path, defaults.database.sqlite_path);
         assert_eq!(shipped.database.postgres_url, None);
         assert_eq!(shipped.info.description, ehash::UNIT_DESCRIPTION);
+        assert_eq!(shipped.connections, defaults.connections);
+        assert_eq!(
+            shipped.header_read_timeout_ms,
+            defaults.header_read_timeout_ms
+        );
         assert!(shipped.info.description.contains("2^12"));
     }
 

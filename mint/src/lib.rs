@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod quotes;
 pub mod seed;
+pub mod serve;
 pub mod trim;
 
 use std::net::SocketAddr;
@@ -325,17 +326,13 @@ impl MintServer {
             ));
         }
         let (listener, http_address) = hashpool_service::listen(config.listen_address).await?;
-        let mut http_shutdown = shutdown_rx;
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "HTTP server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve::serve_http(
+            listener,
+            app,
+            config.connections,
+            std::time::Duration::from_millis(config.header_read_timeout_ms),
+            shutdown_rx,
+        )));
         tracing::info!(%http_address, "mint serving the cashu API");
 
         Ok(Self {
