@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -21,11 +21,27 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+/// Connections the kernel may hold completed and waiting for `accept`. The usual 128 (std's and
+/// tokio's) overflows under a burst of connects, a flood or a farm reconnecting after a restart:
+/// past it the kernel drops handshakes, and each client retries a second or more later, honest
+/// ones too. Linux caps this at `net.core.somaxconn` (4096 by default since 5.4); the connection
+/// limits, not the queue, decide who is served.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds `address`; returns the listener and the address it got (the port the system chose
 /// for port 0), so start-up reports a taken port and tests can listen anywhere.
 pub async fn listen(address: SocketAddr) -> Result<(TcpListener, SocketAddr), ListenError> {
     let error = |source| ListenError { address, source };
-    let listener = TcpListener::bind(address).await.map_err(error)?;
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(error)?;
+    // As `TcpListener::bind` does: a restarted process binds its port again at once.
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(address).map_err(error)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(error)?;
     let bound = listener.local_addr().map_err(error)?;
     Ok((listener, bound))
 }
@@ -315,6 +331,39 @@ mod tests {
         let raised = raise_open_files_limit();
         let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
         assert_eq!((raised, soft), (Some(hard), hard));
+    }
+
+    /// A burst of connects larger than the usual backlog of 128 is queued whole: every one is
+    /// accepted at once, none waits for the client's retry a second later.
+    #[tokio::test]
+    async fn a_burst_of_connects_is_queued_not_dropped() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(4096);
+        // Three times the usual backlog, within the system's cap (and a 1,024 descriptor limit).
+        let burst = 400.min(somaxconn.saturating_sub(1));
+        let (listener, address) = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let burst_then_accept = async {
+            let connects: Vec<_> = (0..burst)
+                .map(|_| tokio::spawn(TcpStream::connect(address)))
+                .collect();
+            let mut clients = Vec::with_capacity(burst);
+            for connect in connects {
+                clients.push(connect.await.unwrap().unwrap());
+            }
+            let mut accepted = Vec::with_capacity(burst);
+            for _ in 0..burst {
+                accepted.push(listener.accept().await.unwrap());
+            }
+            (clients, accepted)
+        };
+        // A dropped handshake is retried after a second at the earliest.
+        let queued = tokio::time::timeout(Duration::from_millis(900), burst_then_accept).await;
+        assert!(
+            queued.is_ok(),
+            "{burst} connects were not all queued: some were dropped and retried"
+        );
     }
 
     #[tokio::test]
