@@ -49,6 +49,15 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Fuzz every target for SECONDS each (default 60), or only the TARGETs named: cargo fuzz on stable,
+# from the seeds in fuzz/seeds; prints executions per target (docs/fuzzing.md).
+fuzz SECONDS="60" *TARGETS:
+    bin/fuzz {{SECONDS}} {{TARGETS}}
+
+# Record fuzz/seeds again from real traffic (the CPU miner on the fuzzed pool, the wallet's bodies).
+fuzz-seeds:
+    cargo run -p hashpool-fuzz --example record_seeds -- fuzz/seeds
+
 # Pool load benchmark: 10, 100 and 1000 Sv2 channels against the release pool (results: docs/benchmarks.md).
 bench-pool:
     benches/pool-load

@@ -119,7 +119,7 @@ pub struct TemplateStore {
 }
 
 impl TemplateStore {
-    fn insert(&self, template: Arc<Template>) {
+    pub(crate) fn insert(&self, template: Arc<Template>) {
         let mut templates = self.templates.lock().expect("template store lock");
         templates.insert(template.id, template);
         while templates.len() > TEMPLATES_KEPT {

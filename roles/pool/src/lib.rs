@@ -8,6 +8,8 @@ pub mod dashboard;
 pub mod downstream;
 mod durable;
 pub mod epochs;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod keys;
 pub mod metrics;

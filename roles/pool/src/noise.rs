@@ -26,9 +26,7 @@ use stratum_apps::stratum_core::codec_sv2::{
 use stratum_apps::stratum_core::framing_sv2::SV2_FRAME_CHUNK_SIZE;
 use stratum_apps::stratum_core::noise_sv2::{Responder, AEAD_MAC_LEN, ELLSWIFT_ENCODING_SIZE};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How long a peer may take to send its half of the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,10 +47,16 @@ pub enum TransportError {
     Codec(codec_sv2::Error),
 }
 
-/// Runs the responder's side of the Noise handshake on `tcp`; frames of more than
-/// `max_payload` bytes will be refused by the returned reader.
+/// A connection's receiving byte stream: a TCP read half, or memory in the fuzz harness.
+type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
+/// A connection's sending byte stream.
+type ByteWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Runs the responder's side of the Noise handshake on a connection's two halves; frames of more
+/// than `max_payload` bytes will be refused by the returned reader.
 pub async fn accept(
-    tcp: TcpStream,
+    reader: impl AsyncRead + Send + Unpin + 'static,
+    writer: impl AsyncWrite + Send + Unpin + 'static,
     public_key: Secp256k1PublicKey,
     secret_key: Secp256k1SecretKey,
     cert_validity: Duration,
@@ -68,7 +72,7 @@ pub async fn accept(
         cert_validity,
     )
     .map_err(|error| TransportError::Handshake(format!("authority key: {error:?}")))?;
-    let (mut reader, mut writer) = tcp.into_split();
+    let (mut reader, mut writer): (ByteReader, ByteWriter) = (Box::new(reader), Box::new(writer));
 
     // -> e: the initiator's ephemeral key, ElligatorSwift-encoded.
     let mut initiator_key = [0u8; ELLSWIFT_ENCODING_SIZE];
@@ -89,13 +93,7 @@ pub async fn accept(
 
     let (encrypt, decrypt) = transport.split();
     Ok((
-        FrameReader {
-            reader,
-            decoder: NoiseDecoder::new(),
-            state: Some(decrypt),
-            max_encrypted_payload: max_payload + AEAD_MAC_LEN,
-            max_payload,
-        },
+        FrameReader::new(reader, decrypt, max_payload),
         FrameWriter {
             writer,
             encoder,
@@ -106,7 +104,7 @@ pub async fn accept(
 
 /// The receiving half: decrypts frames, refusing oversize ones at their header.
 pub struct FrameReader {
-    reader: OwnedReadHalf,
+    reader: ByteReader,
     decoder: NoiseDecoder,
     /// `None` once a decryption failed: the cipher state is consumed by the failure.
     state: Option<TransportDecryptState>,
@@ -115,6 +113,21 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Reads frames encrypted under `state` from `reader`, refusing those over `max_payload`.
+    pub(crate) fn new(
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        state: TransportDecryptState,
+        max_payload: usize,
+    ) -> Self {
+        Self {
+            reader: Box::new(reader),
+            decoder: NoiseDecoder::new(),
+            state: Some(state),
+            max_encrypted_payload: max_payload + AEAD_MAC_LEN,
+            max_payload,
+        }
+    }
+
     /// The next whole frame. Not cancellation safe: a cancelled read loses its partial frame.
     pub async fn read_frame(&mut self) -> Result<SerializedFrame, TransportError> {
         // The decoder waits for a header first; its first `Incomplete` is the one after the
@@ -159,7 +172,7 @@ impl FrameReader {
 
 /// The sending half.
 pub struct FrameWriter {
-    writer: OwnedWriteHalf,
+    writer: ByteWriter,
     encoder: NoiseEncoder,
     state: TransportEncryptState,
 }

@@ -113,6 +113,15 @@ impl QuoteSender {
     pub fn metrics(&self) -> &Arc<PublisherMetrics> {
         &self.metrics
     }
+
+    /// A sender whose messages go to the returned receiver rather than to Redis: for harnesses
+    /// that run the share path without a publisher (the fuzz targets).
+    #[cfg(feature = "fuzzing")]
+    pub fn to_receiver(capacity: usize) -> (Self, mpsc::Receiver<QuoteMessage>) {
+        let (queue, receiver) = mpsc::channel(capacity.max(1));
+        let metrics = Arc::new(PublisherMetrics::default());
+        (Self { queue, metrics }, receiver)
+    }
 }
 
 /// The running publisher task.

@@ -11,6 +11,7 @@ use hashpool_service::{
 };
 use stratum_apps::stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,7 +22,7 @@ use crate::config::{AuthorityConfig, PoolConfig, ProxyConfig, RedisConfig};
 use crate::dashboard::api::Connect;
 use crate::dashboard::history::HistoryStore;
 use crate::dashboard::{ApiContext, Dashboard};
-use crate::downstream::{Downstream, PoolContext};
+use crate::downstream::{CloseReason, Downstream, PoolContext};
 use crate::epochs::{EpochBook, EpochError};
 use crate::metrics::PoolMetrics;
 use crate::payout::PayoutDesk;
@@ -459,7 +460,7 @@ async fn accept_loop(
     .await
 }
 
-/// One miner's connection: the Noise handshake, then the connection until it closes.
+/// One miner's TCP connection.
 async fn serve_miner(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -467,8 +468,31 @@ async fn serve_miner(
     authority: AuthorityConfig,
     shutdown: watch::Receiver<bool>,
 ) {
+    let (reader, writer) = tcp.into_split();
+    serve_connection(
+        reader,
+        writer,
+        peer.to_string(),
+        context,
+        &authority,
+        shutdown,
+    )
+    .await;
+}
+
+/// One miner's connection on any byte stream: the Noise handshake, then Sv2 until it closes.
+/// Returns why it closed, or `None` when the handshake failed.
+pub(crate) async fn serve_connection(
+    reader: impl AsyncRead + Send + Unpin + 'static,
+    writer: impl AsyncWrite + Send + Unpin + 'static,
+    peer: String,
+    context: Arc<PoolContext>,
+    authority: &AuthorityConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Option<CloseReason> {
     let noise = crate::noise::accept(
-        tcp,
+        reader,
+        writer,
         authority.public_key,
         authority.secret_key,
         Duration::from_secs(authority.cert_validity_secs),
@@ -479,21 +503,22 @@ async fn serve_miner(
         Ok(halves) => halves,
         Err(error) => {
             tracing::warn!(%peer, %error, "connection closed: Noise handshake failed");
-            return;
+            return None;
         }
     };
     context.metrics.connections.inc();
     context.metrics.connections_total.inc();
-    let reason = Downstream::new(context.clone(), peer.to_string(), writer)
+    let reason = Downstream::new(context.clone(), peer.clone(), writer)
         .run(reader, shutdown)
         .await;
     context.metrics.connections.dec();
     match &reason {
-        crate::downstream::CloseReason::PeerClosed | crate::downstream::CloseReason::Shutdown => {
+        CloseReason::PeerClosed | CloseReason::Shutdown => {
             tracing::info!(%peer, %reason, "connection closed")
         }
         _ => tracing::warn!(%peer, %reason, "connection closed"),
     }
+    Some(reason)
 }
 
 fn default_pool_id() -> String {

@@ -11,6 +11,8 @@
 
 pub mod config;
 pub mod downstream;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod job;
 pub mod metrics;
 pub mod reject;

@@ -448,8 +448,10 @@ async fn garbage_upstream() -> (std::net::SocketAddr, Arc<std::sync::atomic::Ato
     use super::oversize::AnnouncedFrame;
     counting_upstream(|tcp| async move {
         let authority = PoolConfig::default().authority;
+        let (tcp_reader, tcp_writer) = tcp.into_split();
         let Ok((mut reader, mut writer)) = hashpool_pool::noise::accept(
-            tcp,
+            tcp_reader,
+            tcp_writer,
             authority.public_key,
             authority.secret_key,
             Duration::from_secs(60),

@@ -24,8 +24,7 @@ use std::time::Duration;
 use stratum_core::bitcoin::Target;
 use stratum_core::sv1_api::json_rpc::{self, Response};
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
@@ -101,7 +100,8 @@ struct Channel {
 pub struct Downstream {
     id: MinerId,
     context: Arc<DownstreamContext>,
-    writer: OwnedWriteHalf,
+    /// The connection's sending half: TCP, or memory in the fuzz harness.
+    writer: Box<dyn AsyncWrite + Send + Sync + Unpin>,
     events_tx: mpsc::UnboundedSender<Event>,
     extranonce1: Vec<u8>,
     extranonce2_size: usize,
@@ -132,13 +132,25 @@ impl Downstream {
             .peer_addr()
             .map(|address| address.to_string())
             .unwrap_or_default();
-        let span = tracing::info_span!("miner", id, %peer, user = tracing::field::Empty);
         let (reader, writer) = stream.into_split();
+        Self::serve_halves(id, reader, writer, peer, context, shutdown).await
+    }
+
+    /// Serves one Sv1 connection on any byte stream until it closes.
+    pub async fn serve_halves(
+        id: MinerId,
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        writer: impl AsyncWrite + Send + Sync + Unpin + 'static,
+        peer: String,
+        context: Arc<DownstreamContext>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let span = tracing::info_span!("miner", id, %peer, user = tracing::field::Empty);
         let (events_tx, events) = mpsc::unbounded_channel();
         let extranonce1 = extranonce1_for(id, usize::from(context.config.extranonce1_size));
         let downstream = Self {
             id,
-            writer,
+            writer: Box::new(writer),
             events_tx,
             extranonce1,
             extranonce2_size: usize::from(context.config.extranonce2_size),
@@ -162,7 +174,7 @@ impl Downstream {
 
     async fn run(
         mut self,
-        reader: OwnedReadHalf,
+        reader: impl AsyncRead + Send + Unpin + 'static,
         events: mpsc::UnboundedReceiver<Event>,
         shutdown: watch::Receiver<bool>,
     ) {
@@ -196,7 +208,7 @@ impl Downstream {
     /// connection; returns why.
     async fn serve_lines(
         &mut self,
-        reader: OwnedReadHalf,
+        reader: impl AsyncRead + Send + Unpin + 'static,
         mut events: mpsc::UnboundedReceiver<Event>,
         mut shutdown: watch::Receiver<bool>,
     ) -> CloseReason {

@@ -1,0 +1,4 @@
+//! See `hashpool_fuzz::sv2_frames`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|input: &[u8]| hashpool_fuzz::sv2_frames(input));
