@@ -342,23 +342,18 @@ async fn dashboard(
         store.load(hashpool_service::unix_now()),
     )
     .await;
-    match loaded {
-        Ok(Ok((book, blocks))) => (Arc::new(Dashboard::restored(book, blocks)), Some(store)),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "cannot read the dashboard history; none is kept this run");
-            (
-                Arc::new(Dashboard::restored(Default::default(), Vec::new())),
-                None,
-            )
+    let failure = match loaded {
+        Ok(Ok((book, blocks))) => {
+            return (Arc::new(Dashboard::restored(book, blocks)), Some(store))
         }
-        Err(_) => {
-            tracing::warn!("Redis did not answer for the dashboard history; none is kept this run");
-            (
-                Arc::new(Dashboard::restored(Default::default(), Vec::new())),
-                None,
-            )
-        }
-    }
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("Redis did not answer within {HISTORY_LOAD_TIMEOUT:?}"),
+    };
+    tracing::warn!(%failure, "cannot read the dashboard history; none is kept this run");
+    (
+        Arc::new(Dashboard::restored(Default::default(), Vec::new())),
+        None,
+    )
 }
 
 /// What the dashboard tells miners to connect to.

@@ -33,9 +33,7 @@ impl Downstream {
         request_id: u32,
         code: &str,
     ) -> Result<(), CloseReason> {
-        let reason = format!("open-channel:{code}");
-        self.context.metrics.share_rejected(&reason);
-        self.context.dashboard.share_rejected(&reason);
+        self.count_rejection(&format!("open-channel:{code}"));
         self.send_mining(MiningOwned::OpenMiningChannelError(
             OpenMiningChannelErrorOwned {
                 request_id,

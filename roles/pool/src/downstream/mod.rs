@@ -227,6 +227,12 @@ impl Downstream {
         self.send(AnyMessageOwned::Mining(message)).await
     }
 
+    /// A refused share or channel, by its error code: in `/metrics` and on the dashboard.
+    fn count_rejection(&self, code: &str) {
+        self.context.metrics.share_rejected(code);
+        self.context.dashboard.share_rejected(code);
+    }
+
     async fn handle_frame(&mut self, mut frame: InboundFrame) -> Result<(), CloseReason> {
         let header = frame.header;
         let message_type = header.msg_type();

@@ -48,8 +48,7 @@ impl Downstream {
         sequence_number: u32,
         code: &str,
     ) -> Result<(), CloseReason> {
-        self.context.metrics.share_rejected(code);
-        self.context.dashboard.share_rejected(code);
+        self.count_rejection(code);
         self.send_mining(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
             channel_id,
             sequence_number,
