@@ -4,7 +4,8 @@
 //!   mining device mines on the pool the `sv2_frames` target fuzzes, through a relay that keeps
 //!   the raw bytes it sends (the handshake and ciphertext: the responder's seed); the pool keeps
 //!   the plaintext frames (the frames seed: real shares, valid again when replayed) and what it
-//!   published for them (the quote stream's seeds).
+//!   published for them (the quote stream's seeds). The real translator's extended channel is
+//!   recorded the same way, with a Sv1 session driving it.
 //! - `mint_http`: the bodies the wallet sends for those quotes (signed lookup, NUT-20 mint,
 //!   NUT-29 batch), built with cdk's request types as the wallet builds them, on the fuzzed mint's
 //!   keyset.
@@ -25,7 +26,9 @@ use hashpool_fuzz::mint_http::{paid_quotes, MintHttpHarness, MINER_SECRETS, ROUT
 use hashpool_mining_device::device::{run_device, DeviceConfig, DeviceStats};
 use hashpool_pool::config::AuthorityConfig;
 use hashpool_pool::fuzzing::record_miner;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hashpool_translator::config::{TranslatorConfig, UpstreamConfig};
+use hashpool_translator::Translator;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -50,7 +53,10 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(record_sv2(&seeds))?;
+        .block_on(async {
+            record_sv2(&seeds).await?;
+            record_translator(&seeds).await
+        })?;
     write_mint_bodies(&seeds, mint)?;
     write_sv1_session(&seeds)?;
     Ok(())
@@ -120,6 +126,69 @@ async fn record_sv2(seeds: &Path) -> anyhow::Result<()> {
         recording.frames.len(),
         raw.len(),
         recording.quote_messages.len()
+    );
+    Ok(())
+}
+
+/// The real translator's extended channel, opened for a Sv1 session (configure, subscribe,
+/// authorize) on the recording pool. Its shares are not recorded: the translator forwards only
+/// shares that meet the target, and this session does not hash.
+async fn record_translator(seeds: &Path) -> anyhow::Result<()> {
+    let pool = TcpListener::bind("127.0.0.1:0").await?;
+    let pool_address = pool.local_addr()?;
+    let recording = tokio::spawn(async move {
+        let (tcp, _) = pool.accept().await?;
+        anyhow::Ok(record_miner(tcp).await?)
+    });
+    let logs = tempfile::tempdir()?;
+    let translator = Translator::start(TranslatorConfig {
+        listen_address: "127.0.0.1:0".parse()?,
+        metrics_address: "127.0.0.1:0".parse()?,
+        log_dir: logs.path().to_owned(),
+        upstream: UpstreamConfig {
+            address: pool_address.to_string(),
+            ..UpstreamConfig::default()
+        },
+        ..TranslatorConfig::default()
+    })
+    .await?;
+
+    let key = SecretKey::from_slice(&MINER_SECRETS[1])?
+        .public_key()
+        .to_hex();
+    let user = format!("{key}.bitaxe");
+    let (reader, mut writer) = TcpStream::connect(translator.sv1_address())
+        .await?
+        .into_split();
+    let mut lines = BufReader::new(reader).lines();
+    for line in [
+        r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000"}]}"#.to_owned(),
+        r#"{"id":2,"method":"mining.subscribe","params":["bitaxe/BM1366/v2.4.0"]}"#.to_owned(),
+        format!(r#"{{"id":3,"method":"mining.authorize","params":["{user}","x"]}}"#),
+    ] {
+        writer.write_all(format!("{line}\n").as_bytes()).await?;
+    }
+    // Authorized, and the channel's first job relayed: the channel is open upstream.
+    let (mut authorized, mut notified) = (false, false);
+    while !(authorized && notified) {
+        let line = lines.next_line().await?.context("the translator hung up")?;
+        let message: serde_json::Value = serde_json::from_str(&line)?;
+        authorized |= message["id"] == 3 && message["result"] == true;
+        notified |= message["method"] == "mining.notify";
+    }
+    drop(writer);
+    translator.shutdown().await;
+
+    let recording = recording.await??;
+    write(
+        seeds,
+        "sv2_frames",
+        "translator-extended-channel",
+        &recording.frames,
+    )?;
+    println!(
+        "recorded {} bytes of the translator's frames",
+        recording.frames.len()
     );
     Ok(())
 }
