@@ -35,6 +35,9 @@ async fn main() -> anyhow::Result<()> {
     let config: PoolConfig = hashpool_service::load_config(args.config.as_deref())?;
     let _log = hashpool_service::init_logging("pool", &config.log_dir)?;
     hashpool_service::raise_open_files_limit();
+    // Each miner connection's Noise buffers (1.25 MiB, mostly never written) must cost only the
+    // memory they use, or a flood of silent connections takes gigabytes.
+    hashpool_service::map_large_allocations();
     tracing::info!(
         authority_public_key = %config.authority.public_key,
         "miners connect with this authority key"

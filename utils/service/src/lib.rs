@@ -5,6 +5,7 @@ mod config;
 mod cookie;
 pub mod lines;
 mod logging;
+mod memory;
 pub mod metrics;
 mod net;
 mod secret_file;
@@ -15,6 +16,7 @@ pub use backoff::Backoff;
 pub use config::{load_config, ConfigError};
 pub use cookie::{read_cookie, wait_for_cookie, CookieError, COOKIE_WAIT};
 pub use logging::{init_logging, LogGuard, LoggingError};
+pub use memory::map_large_allocations;
 pub use net::{
     accept_until_stopped, listen, raise_open_files_limit, ConnectionLimits, ListenError, OnStop,
 };
