@@ -78,6 +78,10 @@ bench-vs-cdk-mintd:
 bench-soak:
     benches/soak
 
+# Flood benchmark: the honest miner's share latency with and without 10,000 idle, slow-loris and half-handshake connections against the pool, the translator and the mint (docs/benchmarks.md).
+bench-flood:
+    benches/flood
+
 # Mint benchmark: quotes/s from the stream, HTTP mints/s (results: docs/benchmarks.md).
 bench-mint:
     benches/mint-load

@@ -147,6 +147,30 @@ TOML
   wait_port "${mint_http##*:}"
 }
 
+# The release translator in front of the pool (start_pool first), offering Sv1 miners the pool's
+# least share work (2^12 hashes): a miner that suggests no difficulty is given the minimum. Sets
+# translator_pid and sv1_port.
+start_translator() {
+  sv1_port="$(free_port)"
+  cat >"$work/translator.toml" <<TOML
+listen_address = "127.0.0.1:$sv1_port"
+metrics_address = "127.0.0.1:$(free_port)"
+log_dir = "$work/logs"
+[upstream]
+address = "127.0.0.1:$sv2_port"
+[downstream]
+initial_hashrate = 1.0
+minimum_difficulty = 9.5367431640625e-7
+TOML
+  RUST_LOG=warn "$target/translator" --config "$work/translator.toml" >"$work/translator.out" 2>&1 &
+  translator_pid=$!
+  pids+=($translator_pid)
+  wait_port "$sv1_port"
+}
+
+# CPU seconds (user + system) process $1 has used.
+cpu_seconds() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$1/stat"; }
+
 # The value of the Prometheus sample `$2` (name and labels exactly) at http://$1/metrics.
 # Asked up to 10 times: a process busy under load may not answer at once.
 metric() {
