@@ -22,6 +22,7 @@ use crate::lightning::ledger::{CustodyError, PayoutLedger};
 mod batch;
 mod plan;
 mod postgres;
+mod written;
 
 pub use batch::{Applied, BatchResults, Batchable};
 pub use postgres::{PostgresBatchError, PostgresBatchWriter};
@@ -151,28 +152,42 @@ fn cdk_unit(create: &CreateQuote) -> Result<CurrencyUnit, QuoteBookError> {
     }
 }
 
-/// Adds a create's quote to our indexes: by locking key (for the lookup), and by epoch for a
-/// sat quote (what the epoch's payout is split over).
+/// An entry of our indexes in cdk's key-value store.
+struct IndexEntry {
+    namespace: &'static str,
+    secondary: String,
+    key: String,
+    value: [u8; 8],
+}
+
+/// A create's entries in our indexes: by locking key (for the lookup, valued by creation time),
+/// and by epoch for a sat quote (what the epoch's payout is split over, valued by its work).
+/// Every way of writing a create writes these.
+fn index_entries(create: &CreateQuote, unit: &CurrencyUnit) -> impl Iterator<Item = IndexEntry> {
+    let by_key = IndexEntry {
+        namespace: KEY_INDEX_NAMESPACE,
+        secondary: create.locking_pubkey.to_string(),
+        key: create.quote_id.to_string(),
+        value: create.created_at.to_be_bytes(),
+    };
+    let by_epoch = (*unit == CurrencyUnit::Sat).then(|| IndexEntry {
+        namespace: EPOCH_INDEX_NAMESPACE,
+        secondary: create.epoch.to_string(),
+        key: create.quote_id.to_string(),
+        value: create.amount.to_be_bytes(),
+    });
+    std::iter::once(by_key).chain(by_epoch)
+}
+
+/// Adds a create's quote to our indexes, through cdk.
 async fn write_indexes(
     tx: &mut DynMintTransaction,
     create: &CreateQuote,
     unit: &CurrencyUnit,
 ) -> Result<(), StoreError> {
-    tx.kv_write(
-        KEY_INDEX_NAMESPACE,
-        &create.locking_pubkey.to_string(),
-        &create.quote_id.to_string(),
-        &create.created_at.to_be_bytes(),
-    )
-    .await?;
-    if *unit == CurrencyUnit::Sat {
-        tx.kv_write(
-            EPOCH_INDEX_NAMESPACE,
-            &create.epoch.to_string(),
-            &create.quote_id.to_string(),
-            &create.amount.to_be_bytes(),
-        )
-        .await?;
+    for entry in index_entries(create, unit) {
+        tx.kv_write(entry.namespace, &entry.secondary, &entry.key, &entry.value)
+            .await?;
     }
     Ok(())
 }

@@ -16,23 +16,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::str::FromStr;
-
 use cdk::mint::{MintQuote, QuoteId};
-use cdk::nuts::{CurrencyUnit, MintQuoteCustomResponse, PublicKey};
-use cdk::Amount;
-use cdk_common::payment::PaymentIdentifier;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use super::batch::named_quotes;
-use super::plan::{plan_batch, BatchPlan, Held};
-use super::{
-    Applied, BatchResults, Batchable, Created, QuoteBook, EPOCH_INDEX_NAMESPACE,
-    KEY_INDEX_NAMESPACE,
-};
+use super::plan::{plan_batch, Held, NewQuote};
+use super::written::{PaidRow, Written, WrittenCreate, WRITTEN_COLUMNS};
+use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
 #[derive(Debug, Error)]
 pub enum PostgresBatchError {
@@ -46,44 +39,6 @@ pub enum PostgresBatchError {
         missing: Vec<&'static str>,
     },
 }
-
-/// The columns written, per table: checked against the database at start.
-const WRITTEN_COLUMNS: [(&str, &[&str]); 3] = [
-    (
-        "mint_quote",
-        &[
-            "id",
-            "amount",
-            "unit",
-            "request",
-            "expiry",
-            "request_lookup_id",
-            "pubkey",
-            "created_time",
-            "updated_at",
-            "last_checked",
-            "payment_method",
-            "request_lookup_id_kind",
-            "extra_json",
-            "amount_paid",
-        ],
-    ),
-    (
-        "mint_quote_payments",
-        &["quote_id", "payment_id", "amount", "timestamp"],
-    ),
-    (
-        "kv_store",
-        &[
-            "primary_namespace",
-            "secondary_namespace",
-            "key",
-            "value",
-            "created_time",
-            "updated_time",
-        ],
-    ),
-];
 
 const LOCK_QUOTES: &str =
     "SELECT id, amount::bigint FROM mint_quote WHERE id = ANY($1) ORDER BY id FOR UPDATE";
@@ -166,39 +121,10 @@ impl PostgresBatchWriter {
             Some(connection) if !connection.client.is_closed() => connection,
             _ => slot.insert(Connection::open(&self.url).await?),
         };
-        let Written {
-            mut plan,
-            new_quotes,
-            inserted,
-            newly_paid,
-            paid_quotes,
-        } = connection.write(book, messages).await?;
+        let written = connection.write(book, messages).await?;
         self.committed.fetch_add(1, Ordering::Relaxed);
-
-        // What the other writers had already done is not ours to count or announce.
-        let mut created = Vec::with_capacity(inserted.len());
-        for (new, quote) in plan.creates.iter().zip(new_quotes) {
-            if inserted.contains(&new.create.quote_id) {
-                created.push(MintQuoteCustomResponse::<QuoteId>::try_from(quote));
-            } else {
-                plan.results[new.message] = Ok(Applied::Created(Created::AlreadyStored));
-            }
-        }
-        let mut paid_by_message: HashMap<usize, usize> = HashMap::new();
-        for payment in &plan.payments {
-            let count = paid_by_message.entry(payment.message).or_default();
-            *count += usize::from(newly_paid.contains(&payment.quote_id));
-        }
-        for (message, count) in paid_by_message {
-            plan.results[message] = Ok(Applied::Paid(count));
-        }
         drop(slot);
-
-        for notice in created {
-            book.notify_created(notice);
-        }
-        book.notify_paid(&paid_quotes);
-        Ok(plan.results)
+        Ok(book.announce(written))
     }
 }
 
@@ -239,7 +165,7 @@ impl Connection {
         &mut self,
         book: &QuoteBook,
         messages: &[Batchable<'a>],
-    ) -> Result<Written<'a>, PostgresBatchError> {
+    ) -> Result<Written, PostgresBatchError> {
         let named: Vec<String> = named_quotes(messages)
             .iter()
             .map(ToString::to_string)
@@ -293,7 +219,7 @@ impl Connection {
                     inserted.insert(id);
                 }
             }
-            let indexes = IndexRows::of(&plan);
+            let indexes = IndexRows::of(&plan.creates);
             tx.execute(
                 &self.write_indexes,
                 &[
@@ -340,58 +266,46 @@ impl Connection {
                 .query(&self.paid_quotes, &[&ids])
                 .await?
                 .iter()
-                .filter_map(|row| paid_quote(book, row))
+                .filter_map(|row| book.paid_quote(paid_row(row)))
                 .collect();
         }
         tx.commit().await?;
         Ok(Written {
-            plan,
-            new_quotes,
-            inserted,
-            newly_paid,
+            creates: plan
+                .creates
+                .iter()
+                .zip(new_quotes)
+                .map(|(new, quote)| WrittenCreate {
+                    message: new.message,
+                    quote,
+                    inserted: inserted.contains(&new.create.quote_id),
+                })
+                .collect(),
+            payments: plan
+                .payments
+                .iter()
+                .map(|payment| (payment.message, newly_paid.contains(&payment.quote_id)))
+                .collect(),
+            results: plan.results,
             paid_quotes,
         })
     }
 }
 
-/// A quote this batch paid, as NUT-17 subscribers are told of it: the quote as
-/// [`QuoteBook::unpaid_quote`] made it, with the amounts now stored.
-fn paid_quote(book: &QuoteBook, row: &tokio_postgres::Row) -> Option<MintQuote> {
-    let id = QuoteId::from(Uuid::parse_str(row.get::<_, &str>(0)).ok()?);
-    let unit = CurrencyUnit::from_str(row.get::<_, &str>(2)).ok()?;
-    let amount = |value: i64| Amount::new(value as u64, unit.clone());
-    let pubkey = match row.get::<_, Option<&str>>(5) {
-        Some(hex) => Some(PublicKey::from_hex(hex).ok()?),
-        None => None,
-    };
-    Some(MintQuote::new(
-        Some(id.clone()),
-        row.get(1),
-        unit.clone(),
-        row.get::<_, Option<i64>>(3).map(amount),
-        row.get::<_, i64>(4) as u64,
-        PaymentIdentifier::QuoteId(id),
-        pubkey,
-        amount(row.get(7)),
-        amount(row.get(8)),
-        book.method.clone(),
-        row.get::<_, i64>(6) as u64,
-        row.get::<_, i64>(9) as u64,
-        Vec::new(),
-        Vec::new(),
-        None,
-    ))
-}
-
-/// A committed batch: its plan, the quotes it meant to insert (in the plan's order), and which
-/// quotes it did insert and pay (the rest another writer had).
-struct Written<'a> {
-    plan: BatchPlan<'a>,
-    new_quotes: Vec<MintQuote>,
-    inserted: HashSet<Uuid>,
-    newly_paid: HashSet<Uuid>,
-    /// The quotes it paid, for their notifications.
-    paid_quotes: Vec<MintQuote>,
+/// A row of [`PAID_QUOTES`].
+fn paid_row(row: &tokio_postgres::Row) -> PaidRow {
+    PaidRow {
+        id: row.get(0),
+        request: row.get(1),
+        unit: row.get(2),
+        amount: row.get(3),
+        expiry: row.get(4),
+        pubkey: row.get(5),
+        created_time: row.get(6),
+        amount_paid: row.get(7),
+        amount_issued: row.get(8),
+        updated_at: row.get(9),
+    }
 }
 
 /// The new quotes as columns, from the cdk quotes the cdk path would store, bound as cdk's
@@ -449,20 +363,16 @@ struct IndexRows {
 }
 
 impl IndexRows {
-    fn of(plan: &BatchPlan<'_>) -> Self {
+    fn of(creates: &[NewQuote<'_>]) -> Self {
         let mut rows = Self::default();
-        for new in &plan.creates {
-            let create = new.create;
-            rows.namespace.push(KEY_INDEX_NAMESPACE);
-            rows.secondary.push(create.locking_pubkey.to_string());
-            rows.key.push(create.quote_id.to_string());
-            rows.value.push(create.created_at.to_be_bytes().to_vec());
-            if new.unit == cdk::nuts::CurrencyUnit::Sat {
-                rows.namespace.push(EPOCH_INDEX_NAMESPACE);
-                rows.secondary.push(create.epoch.to_string());
-                rows.key.push(create.quote_id.to_string());
-                rows.value.push(create.amount.to_be_bytes().to_vec());
-            }
+        for entry in creates
+            .iter()
+            .flat_map(|new| index_entries(new.create, &new.unit))
+        {
+            rows.namespace.push(entry.namespace);
+            rows.secondary.push(entry.secondary);
+            rows.key.push(entry.key);
+            rows.value.push(entry.value.to_vec());
         }
         rows
     }
@@ -484,6 +394,7 @@ fn split_schema(url: &str) -> (Option<String>, String) {
     (schema, rest.join(" "))
 }
 
+/// Checks the tables have the columns this writer writes and reads.
 async fn check_schema(client: &Client) -> Result<(), PostgresBatchError> {
     for (table, columns) in WRITTEN_COLUMNS {
         let present: HashSet<String> = client
