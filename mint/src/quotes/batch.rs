@@ -17,7 +17,7 @@ use ehash::{CreateQuote, QuoteMessage, Release, UpdateQuote};
 use uuid::Uuid;
 
 use super::plan::{plan_batch, Held};
-use super::{ehash_payment, write_indexes, Created, QuoteBook, QuoteBookError};
+use super::{ehash_payment, write_indexes, BatchWriter, Created, QuoteBook, QuoteBookError};
 
 /// What a batch did with one of its messages.
 #[derive(Debug)]
@@ -68,17 +68,25 @@ impl QuoteBook {
         &self,
         messages: &[Batchable<'_>],
     ) -> Result<BatchResults, QuoteBookError> {
-        if let Some(writer) = &self.postgres_writer {
-            return match writer.apply(self, messages).await {
-                Ok(results) => Ok(results),
-                // The batch goes through cdk's API instead: slower, and as exact.
-                Err(error) => {
-                    tracing::warn!(%error, "set-based batch failed; writing it through cdk");
-                    self.apply_batch_through_cdk(messages).await
-                }
-            };
+        let written = match &self.batch_writer {
+            Some(BatchWriter::Postgres(writer)) => writer
+                .apply(self, messages)
+                .await
+                .map_err(|error| error.to_string()),
+            Some(BatchWriter::Sqlite(writer)) => writer
+                .apply(self, messages)
+                .await
+                .map_err(|error| error.to_string()),
+            None => return self.apply_batch_through_cdk(messages).await,
+        };
+        match written {
+            Ok(results) => Ok(results),
+            // The batch goes through cdk's API instead: slower, and as exact.
+            Err(error) => {
+                tracing::warn!(%error, "the mint's batch writer failed; writing it through cdk");
+                self.apply_batch_through_cdk(messages).await
+            }
         }
-        self.apply_batch_through_cdk(messages).await
     }
 
     /// The batch through cdk's store API: one locking read of every quote it names, then a

@@ -22,10 +22,12 @@ use crate::lightning::ledger::{CustodyError, PayoutLedger};
 mod batch;
 mod plan;
 mod postgres;
+mod sqlite;
 mod written;
 
 pub use batch::{Applied, BatchResults, Batchable};
 pub use postgres::{PostgresBatchError, PostgresBatchWriter};
+pub use sqlite::{SqliteBatchError, SqliteBatchWriter};
 
 /// KV namespace of the index from locking key to quote ids (cdk has no query by pubkey).
 const KEY_INDEX_NAMESPACE: &str = "ehash_quotes_by_key";
@@ -135,8 +137,15 @@ pub struct QuoteBook {
     method: PaymentMethod,
     /// When set, an epoch is released only against a payout this mint's node received.
     custody: Option<PayoutLedger>,
-    /// On PostgreSQL: writes batches with set-based SQL instead of cdk's row-at-a-time API.
-    postgres_writer: Option<Arc<PostgresBatchWriter>>,
+    /// Writes batches with its own SQL instead of cdk's row-at-a-time API, when set.
+    batch_writer: Option<BatchWriter>,
+}
+
+/// The mint's own writer of batches, for the store cdk is on.
+#[derive(Clone)]
+enum BatchWriter {
+    Postgres(Arc<PostgresBatchWriter>),
+    Sqlite(Arc<SqliteBatchWriter>),
 }
 
 /// The cdk unit of a create's unit, `hash` (ehash) or `sat` (payout epochs).
@@ -221,18 +230,35 @@ impl QuoteBook {
             mint,
             method: PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
             custody: None,
-            postgres_writer: None,
+            batch_writer: None,
         }
     }
 
     /// The set-based writer batches go through, on PostgreSQL.
     pub fn postgres_writer(&self) -> Option<&PostgresBatchWriter> {
-        self.postgres_writer.as_deref()
+        match &self.batch_writer {
+            Some(BatchWriter::Postgres(writer)) => Some(writer),
+            _ => None,
+        }
     }
 
     /// Writes batches through `writer` (the store must be the PostgreSQL it connects to).
     pub fn with_postgres_writer(mut self, writer: PostgresBatchWriter) -> Self {
-        self.postgres_writer = Some(Arc::new(writer));
+        self.batch_writer = Some(BatchWriter::Postgres(Arc::new(writer)));
+        self
+    }
+
+    /// The writer batches go through, on SQLite.
+    pub fn sqlite_writer(&self) -> Option<&SqliteBatchWriter> {
+        match &self.batch_writer {
+            Some(BatchWriter::Sqlite(writer)) => Some(writer),
+            _ => None,
+        }
+    }
+
+    /// Writes batches through `writer` (the store must be the SQLite file it opened).
+    pub fn with_sqlite_writer(mut self, writer: SqliteBatchWriter) -> Self {
+        self.batch_writer = Some(BatchWriter::Sqlite(Arc::new(writer)));
         self
     }
 
