@@ -103,6 +103,26 @@ async fn open_store(config: &MintConfig) -> Result<Stores, MintError> {
     })
 }
 
+/// The quote book writing stream batches with the mint's own writer for the configured store,
+/// or through cdk's store API (slower, as exact) when that writer cannot start.
+async fn with_batch_writer(book: QuoteBook, database: &config::DatabaseConfig) -> QuoteBook {
+    let error = match &database.postgres_url {
+        Some(url) => match quotes::PostgresBatchWriter::connect(url).await {
+            Ok(writer) => return book.with_postgres_writer(writer),
+            Err(error) => error.to_string(),
+        },
+        None => match quotes::SqliteBatchWriter::open(&database.sqlite_path).await {
+            Ok(writer) => return book.with_sqlite_writer(writer),
+            Err(error) => error.to_string(),
+        },
+    };
+    tracing::warn!(
+        %error,
+        "stream batches go through cdk's store API (slower) instead of the mint's own writer"
+    );
+    book
+}
+
 /// A started cdk mint, and its Lightning node when it has one.
 pub struct BuiltMint {
     pub mint: Arc<Mint>,
@@ -280,6 +300,8 @@ fn max_batch_size(mint: &Mint, config: &MintConfig) -> Result<usize, MintError> 
 pub struct MintServer {
     http_address: SocketAddr,
     mint: Arc<Mint>,
+    /// The quote book the consumer writes through.
+    book: QuoteBook,
     lightning: Option<Arc<CdkLdkNode>>,
     payouts: lightning::ledger::PayoutLedger,
     metrics: Arc<MintMetrics>,
@@ -303,21 +325,13 @@ impl MintServer {
                 lightning::payouts::PayoutWatcher::new(node.node(), payouts.clone(), node_config)?;
             tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
         }
-        if let Some(url) = &config.database.postgres_url {
-            match quotes::PostgresBatchWriter::connect(url).await {
-                Ok(writer) => book = book.with_postgres_writer(writer),
-                Err(error) => tracing::warn!(
-                    %error,
-                    "stream batches go through cdk's store API (slower) instead of set-based SQL"
-                ),
-            }
-        }
+        book = with_batch_writer(book, &config.database).await;
         let consumer =
             consumer::QuoteConsumer::connect(config.redis.clone(), book.clone(), metrics.clone())
                 .await?;
         tasks.push(tokio::spawn(consumer.run(shutdown_rx.clone())));
 
-        let mut app = http::router(book, metrics.clone(), config.max_body_bytes).await?;
+        let mut app = http::router(book.clone(), metrics.clone(), config.max_body_bytes).await?;
         if let (Some(node), Some(node_config)) = (&lightning, &config.lightning) {
             app = app.merge(lightning::info::route(
                 node.node(),
@@ -338,6 +352,7 @@ impl MintServer {
         Ok(Self {
             http_address,
             mint,
+            book,
             lightning,
             payouts,
             metrics,
@@ -356,6 +371,11 @@ impl MintServer {
 
     pub fn mint(&self) -> &Arc<Mint> {
         &self.mint
+    }
+
+    /// The quote book the stream consumer writes through (and which batch writer it uses).
+    pub fn quotes(&self) -> &QuoteBook {
+        &self.book
     }
 
     /// The mint's Lightning node, when it has one.
