@@ -1,7 +1,8 @@
-//! `QuoteBook::apply_batch` on the real stores (SQLite, and the PostgreSQL at 127.0.0.1:5432):
-//! a run of creates and ehash updates commits in one transaction, each message gets its own
-//! result, a message that cannot apply changes nothing, and the same run applied again (a
-//! redelivery) stores and pays nothing twice.
+//! `QuoteBook::apply_batch` on the real stores (SQLite, and the PostgreSQL at 127.0.0.1:5432),
+//! through cdk's store API and through the mint's own writers: a run of creates and ehash
+//! updates commits in one transaction, each message gets its own result, a message that cannot
+//! apply changes nothing, and the same run applied again (a redelivery) stores and pays nothing
+//! twice. The mint's writers store what cdk stores.
 
 mod common;
 
@@ -10,17 +11,39 @@ use cdk::nuts::MintQuoteState;
 use common::{miner_key, share};
 use ehash::{CreateQuote, QuoteMessage, UpdateQuote};
 use hashpool_mint::config::DatabaseConfig;
-use hashpool_mint::quotes::{Applied, Batchable, Created, PostgresBatchWriter, QuoteBookError};
+use hashpool_mint::quotes::{
+    Applied, Batchable, Created, PostgresBatchWriter, QuoteBookError, SqliteBatchWriter,
+};
 use hashpool_mint::{MintConfig, MintServer, QuoteBook};
 
 /// Which store, and which way a batch is written to it.
 #[derive(Clone, Copy, PartialEq)]
 enum Store {
-    Sqlite,
+    /// SQLite through cdk's store API.
+    SqliteCdk,
+    /// SQLite with the mint's own writer.
+    SqliteOwnWriter,
     /// PostgreSQL through cdk's store API.
     PostgresCdk,
     /// PostgreSQL with the mint's set-based writer.
     PostgresSetBased,
+}
+
+impl Store {
+    fn is_sqlite(self) -> bool {
+        matches!(self, Store::SqliteCdk | Store::SqliteOwnWriter)
+    }
+
+    /// Whether batches go through the mint's own writer rather than cdk's API.
+    fn own_writer(self) -> bool {
+        matches!(self, Store::SqliteOwnWriter | Store::PostgresSetBased)
+    }
+}
+
+/// Batches the book's own writer (either) has committed, if it has one.
+fn committed(book: &QuoteBook) -> Option<u64> {
+    let postgres = book.postgres_writer().map(|writer| writer.committed());
+    postgres.or_else(|| book.sqlite_writer().map(|writer| writer.committed()))
 }
 
 /// The mint on a fresh store, and a quote book writing batches the way `store` says.
@@ -31,7 +54,8 @@ async fn start_mint(dir: &std::path::Path, store: Store) -> (MintServer, QuoteBo
     );
     let mut config = MintConfig::ephemeral(dir, stream);
     let mut url = None;
-    if store != Store::Sqlite {
+    let sqlite_path = config.database.sqlite_path.clone();
+    if !store.is_sqlite() {
         // A schema of its own, so parallel runs never share tables.
         let schema = format!("hashpool_{}", uuid::Uuid::new_v4().simple());
         url = Some(format!(
@@ -49,6 +73,12 @@ async fn start_mint(dir: &std::path::Path, store: Store) -> (MintServer, QuoteBo
             .await
             .expect("the writer connects and finds cdk's tables");
         book = book.with_postgres_writer(writer);
+    }
+    if store == Store::SqliteOwnWriter {
+        let writer = SqliteBatchWriter::open(&sqlite_path)
+            .await
+            .expect("the writer opens the store and finds cdk's tables");
+        book = book.with_sqlite_writer(writer);
     }
     (server, book)
 }
@@ -93,13 +123,13 @@ async fn a_run_commits_together_and_applies_once(store: Store) {
         .collect();
 
     let first = book.apply_batch(&batch).await.expect("the batch commits");
-    let set_based = book.postgres_writer().map(|writer| writer.committed());
-    assert_eq!(set_based, (store == Store::PostgresSetBased).then_some(1));
+    assert_eq!(committed(&book), store.own_writer().then_some(1));
     assert_eq!(
         summary(&first),
         ["new", "new", "paid 2", "wrong unit", "unknown quote", "new"]
     );
     let again = book.apply_batch(&batch).await.expect("the batch commits");
+    assert_eq!(committed(&book), store.own_writer().then_some(2));
     assert_eq!(
         summary(&again),
         [
@@ -159,8 +189,13 @@ async fn a_run_commits_together_and_applies_once(store: Store) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_commits_together_and_applies_once_on_sqlite() {
-    a_run_commits_together_and_applies_once(Store::Sqlite).await;
+async fn a_run_commits_together_and_applies_once_on_sqlite_through_cdk() {
+    a_run_commits_together_and_applies_once(Store::SqliteCdk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_commits_together_and_applies_once_on_sqlite_own_writer() {
+    a_run_commits_together_and_applies_once(Store::SqliteOwnWriter).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,17 +208,16 @@ async fn a_run_commits_together_and_applies_once_on_postgres_set_based() {
     a_run_commits_together_and_applies_once(Store::PostgresSetBased).await;
 }
 
-/// The set-based writer stores what cdk's API stores: the same quote written each way reads
-/// back through cdk the same, field for field, and both are in the key index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_set_based_writer_stores_what_cdk_stores() {
+/// The mint's writer stores what cdk's API stores: the same quote written each way reads back
+/// through cdk the same, field for field, and both are in the key index.
+async fn the_own_writer_stores_what_cdk_stores(kind: Store) {
     let dir = tempfile::tempdir().unwrap();
-    let (server, set_based) = start_mint(dir.path(), Store::PostgresSetBased).await;
+    let (server, own_writer) = start_mint(dir.path(), kind).await;
     let through_cdk = QuoteBook::new(server.mint().clone());
     let (_, key) = miner_key();
     let (one, other) = (share(key, 21), share(key, 21));
     let sat = common::epoch_share(key, 3, 9);
-    for (book, create) in [(&through_cdk, &one), (&set_based, &other)] {
+    for (book, create) in [(&through_cdk, &one), (&own_writer, &other)] {
         let messages = [
             QuoteMessage::Create(create.clone()),
             QuoteMessage::Update(UpdateQuote::paid(vec![create.quote_id])),
@@ -192,12 +226,12 @@ async fn the_set_based_writer_stores_what_cdk_stores() {
         book.apply_batch(&batch).await.unwrap();
     }
     let sat_message = QuoteMessage::Create(sat.clone());
-    set_based
+    own_writer
         .apply_batch(&[Batchable::of(&sat_message).unwrap()])
         .await
         .unwrap();
 
-    assert_eq!(set_based.postgres_writer().unwrap().committed(), 2);
+    assert_eq!(committed(&own_writer), Some(2));
 
     let store = server.mint().localstore();
     let read = async |id: uuid::Uuid| {
@@ -231,7 +265,7 @@ async fn the_set_based_writer_stores_what_cdk_stores() {
         epoch.amount, None,
         "a sat quote's amount waits for its epoch's payout"
     );
-    let indexed = set_based.quotes_for_key(&key).await.unwrap();
+    let indexed = own_writer.quotes_for_key(&key).await.unwrap();
     assert_eq!(indexed.len(), 3);
     // The epoch index, which the payout is split over, has the sat quote with its work.
     let epoch_index = store
@@ -243,7 +277,80 @@ async fn the_set_based_writer_stores_what_cdk_stores() {
         .await
         .unwrap();
     assert_eq!(epoch_index, Some(3u64.to_be_bytes().to_vec()));
+    if kind.is_sqlite() {
+        let path = dir.path().join("mint.sqlite");
+        same_sqlite_rows(
+            &path,
+            &one.quote_id.to_string(),
+            &other.quote_id.to_string(),
+        );
+    }
     server.shutdown().await;
+}
+
+/// On SQLite, where a column holds whatever type was bound, the rows of quote `b` are the rows
+/// of quote `a` column for column, storage classes included, but for what differs by nature.
+fn same_sqlite_rows(path: &std::path::Path, a: &str, b: &str) {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    // Each table's rows of a quote, and the columns that differ by nature between two quotes
+    // (their ids, the share hash, the times written).
+    let tables = [
+        (
+            "SELECT * FROM mint_quote WHERE id = ?1",
+            &["id", "request", "request_lookup_id", "updated_at"][..],
+        ),
+        (
+            "SELECT * FROM mint_quote_payments WHERE quote_id = ?1",
+            &["id", "quote_id", "payment_id", "timestamp"][..],
+        ),
+        (
+            "SELECT * FROM kv_store WHERE key = ?1 ORDER BY primary_namespace",
+            &["key", "created_time", "updated_time"][..],
+        ),
+    ];
+    for (query, differ) in tables {
+        let mut statement = connection.prepare(query).unwrap();
+        let names: Vec<String> = statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut rows_of = |id: &str| -> Vec<Vec<(String, rusqlite::types::Value)>> {
+            statement
+                .query_map([id], |row| {
+                    Ok(names
+                        .iter()
+                        .enumerate()
+                        .map(|(index, name)| {
+                            let value: rusqlite::types::Value = row.get(index).unwrap();
+                            let value = if differ.contains(&name.as_str()) {
+                                // Its type still has to be the same.
+                                rusqlite::types::Value::Text(format!("{:?}", value.data_type()))
+                            } else {
+                                value
+                            };
+                            (name.clone(), value)
+                        })
+                        .collect())
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let (rows_a, rows_b) = (rows_of(a), rows_of(b));
+        assert!(!rows_a.is_empty(), "{query}: no rows");
+        assert_eq!(rows_a, rows_b, "{query}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_writer_stores_what_cdk_stores() {
+    the_own_writer_stores_what_cdk_stores(Store::PostgresSetBased).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_writer_stores_what_cdk_stores() {
+    the_own_writer_stores_what_cdk_stores(Store::SqliteOwnWriter).await;
 }
 
 #[test]

@@ -530,6 +530,9 @@ async fn nut17_websocket_pushes_quote_and_proof_states() {
         (Amount::from(1000), Amount::ZERO),
         "PAID: {paid:?}"
     );
+    // Both notifications came from the mint's own SQLite writer, which wrote both batches.
+    let writer = harness.server().quotes().sqlite_writer().unwrap();
+    assert_eq!(writer.committed(), 2);
 
     // The key holder mints: the quote becomes ISSUED.
     let wallet = harness.wallet().await;
