@@ -85,3 +85,69 @@ fn soak_samples_the_stack_and_moves_the_tip() {
     assert!(shares > 0, "{output}");
     assert!(blocks >= 1, "a block found through the pool: {output}");
 }
+
+#[test]
+fn flood_leaves_every_honest_client_served_and_the_per_address_cap_holds() {
+    let output = run_bench(
+        "flood",
+        &[
+            ("BENCH_SECONDS", "2"),
+            ("BENCH_CHANNELS", "2"),
+            ("BENCH_FLOOD_CONNECTIONS", "300"),
+            ("BENCH_CAP_CONNECTIONS", "2100"),
+        ],
+    );
+    // | target | honest client | flood | open | closed | answered | rejected / failed | ...
+    let rows: Vec<Vec<String>> = output
+        .lines()
+        .filter(|line| {
+            ["| pool |", "| translator |", "| mint |"]
+                .iter()
+                .any(|t| line.starts_with(t))
+        })
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        6,
+        "each target without and with a flood: {output}"
+    );
+    for row in &rows {
+        assert_eq!(row[6], "0", "nothing rejected or failed: {output}");
+        let answered: f64 = row[5]
+            .split_whitespace()
+            .next()
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0.0);
+        assert!(answered > 0.0, "the honest client was answered: {output}");
+    }
+    for row in rows.iter().filter(|row| row[2] != "none") {
+        let mean: f64 = row[3].split(" / ").nth(1).unwrap().parse().unwrap();
+        assert!(mean > 0.0, "the flood held connections: {output}");
+    }
+    // "... opened N, held to the end N, closed by the pool within a second of opening N."
+    let cap_line = output
+        .lines()
+        .find(|line| line.starts_with("Per-address cap"))
+        .unwrap_or_else(|| panic!("a per-address line: {output}"));
+    let count_after = |label: &str| -> u64 {
+        let (_, rest) = cap_line.split_once(label).unwrap();
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(count_after("held to the end") <= 2000, "{cap_line}");
+    assert!(
+        count_after("within a second of opening") >= 100,
+        "the connections over the cap were closed at once: {cap_line}"
+    );
+    assert!(output.contains("all still running"), "{output}");
+}
