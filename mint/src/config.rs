@@ -57,7 +57,7 @@ impl MintConfig {
             seed_file: data_dir.join("seed"),
             database: DatabaseConfig {
                 sqlite_path: data_dir.join("mint.sqlite"),
-                postgres_url: None,
+                ..DatabaseConfig::default()
             },
             redis: ConsumerConfig {
                 stream,
@@ -75,6 +75,10 @@ impl MintConfig {
 pub struct DatabaseConfig {
     pub sqlite_path: PathBuf,
     pub postgres_url: Option<String>,
+    /// SQLite's page cache per connection, in MiB (SQLite's own default is 2 MiB). The quote
+    /// indexes are keyed by random ids, so a batch of quotes touches pages all over them: with
+    /// a cache smaller than the indexes, each insert re-reads its pages from the OS.
+    pub sqlite_cache_mib: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -82,6 +86,7 @@ impl Default for DatabaseConfig {
         Self {
             sqlite_path: PathBuf::from(".data/mint/mint.sqlite"),
             postgres_url: None,
+            sqlite_cache_mib: 64,
         }
     }
 }

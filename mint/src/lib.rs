@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod quotes;
 pub mod seed;
 pub mod serve;
+mod sqlite_cache;
 pub mod trim;
 
 use std::net::SocketAddr;
@@ -52,6 +53,12 @@ pub enum MintError {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot set the page cache of the SQLite store {path}: {source}")]
+    SqliteCache {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
     },
     #[error("mint store: {0}")]
     Store(#[from] cdk_database::Error),
@@ -95,6 +102,12 @@ async fn open_store(config: &MintConfig) -> Result<Stores, MintError> {
             source,
         })?;
     }
+    sqlite_cache::suggest_cache_size(path, config.database.sqlite_cache_mib).map_err(|source| {
+        MintError::SqliteCache {
+            path: path.clone(),
+            source,
+        }
+    })?;
     let db = Arc::new(cdk_sqlite::MintSqliteDatabase::new(path.clone()).await?);
     Ok(Stores {
         mint: db.clone(),

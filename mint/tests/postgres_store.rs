@@ -25,6 +25,7 @@ async fn quotes_flow_into_the_postgres_store() {
         database: DatabaseConfig {
             sqlite_path: dir.path().join("unused.sqlite"),
             postgres_url: Some(url),
+            ..DatabaseConfig::default()
         },
         redis: ConsumerConfig {
             stream: stream.clone(),

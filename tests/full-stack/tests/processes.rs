@@ -155,7 +155,7 @@ async fn shares_become_ecash_across_real_processes_and_a_mint_crash() {
             seed_file: stack.path("mint/seed"),
             database: DatabaseConfig {
                 sqlite_path: stack.path("mint/mint.sqlite"),
-                postgres_url: None,
+                ..DatabaseConfig::default()
             },
             redis: ConsumerConfig {
                 stream,
