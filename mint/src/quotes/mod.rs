@@ -308,8 +308,9 @@ impl QuoteBook {
     /// for the share's credited work; an epoch quote's amount is its share of a payout that has
     /// not landed yet, so it has none until then.
     fn unpaid_quote(&self, create: &CreateQuote, id: QuoteId, unit: CurrencyUnit) -> MintQuote {
-        let pubkey = PublicKey::from_slice(&create.locking_pubkey.to_bytes())
-            .expect("a LockingPubkey is a valid secp256k1 key");
+        // The key as parsed already: parsing its bytes again (a square root on the curve) cost
+        // as much as the rest of the quote.
+        let pubkey = PublicKey::from(*create.locking_pubkey.public_key());
         let zero = Amount::new(0, unit.clone());
         let amount = (unit != CurrencyUnit::Sat).then(|| Amount::new(create.amount, unit.clone()));
         MintQuote::new(

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::batch::named_quotes;
 use super::plan::{plan_batch, Held, NewQuote};
-use super::written::{PaidRow, Written, WrittenCreate, WRITTEN_COLUMNS};
+use super::written::{PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
 use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
 #[derive(Debug, Error)]
@@ -262,11 +262,15 @@ impl Connection {
                 }
             }
             let ids: Vec<String> = newly_paid.iter().map(ToString::to_string).collect();
+            let mut keys = Pubkeys::default();
+            for key in new_quotes.iter().filter_map(|quote| quote.pubkey) {
+                keys.remember(&key.to_string(), key);
+            }
             paid_quotes = tx
                 .query(&self.paid_quotes, &[&ids])
                 .await?
                 .iter()
-                .filter_map(|row| book.paid_quote(paid_row(row)))
+                .filter_map(|row| book.paid_quote(paid_row(row), &mut keys))
                 .collect();
         }
         tx.commit().await?;

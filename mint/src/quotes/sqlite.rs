@@ -6,7 +6,8 @@
 //! quotes/s. This writer keeps a connection of its own to the same file, with its statements
 //! prepared once, and writes a whole batch on one blocking thread in one transaction: the same
 //! rows cdk's `add_mint_quote`, `kv_write` and `update_mint_quote` write, bound as cdk binds
-//! them, read back by cdk like any other (the tests compare them).
+//! them, read back by cdk like any other (the tests compare them). A quote created and paid in
+//! the same batch is inserted as cdk's update leaves it, rather than inserted and then updated.
 //!
 //! It carries out the same [`plan_batch`] plan as the cdk path, and is exact under concurrency:
 //! the transaction is `IMMEDIATE`, so it holds the store's write lock from its first read, and
@@ -22,15 +23,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use cdk::mint::QuoteId;
+use cdk::mint::{MintQuote, QuoteId};
 use ehash::CreateQuote;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use thiserror::Error;
 use uuid::Uuid;
 
 use super::batch::named_quotes;
-use super::plan::{plan_batch, Held};
-use super::written::{PaidRow, Written, WrittenCreate, WRITTEN_COLUMNS};
+use super::plan::{plan_batch, Held, NewPayment, NewQuote};
+use super::written::{PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
 use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
 /// cdk-sqlite's own connections wait as long for the write lock.
@@ -53,11 +54,12 @@ pub enum SqliteBatchError {
 
 const QUOTE_AMOUNT: &str = "SELECT amount FROM mint_quote WHERE id = ?1";
 const PAYMENTS_OF: &str = "SELECT payment_id FROM mint_quote_payments WHERE quote_id = ?1";
-/// cdk's `add_mint_quote`, but a quote already there is left as it is.
+/// cdk's `add_mint_quote` (with `amount_paid`, for a quote paid in the same batch), but a quote
+/// already there is left as it is.
 const INSERT_QUOTE: &str = "INSERT INTO mint_quote (id, amount, unit, request, expiry, \
      request_lookup_id, pubkey, created_time, updated_at, last_checked, payment_method, \
-     request_lookup_id_kind, extra_json) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     request_lookup_id_kind, extra_json, amount_paid) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
      ON CONFLICT DO NOTHING";
 /// cdk's `kv_write`: an upsert.
 const WRITE_INDEX: &str = "INSERT INTO kv_store (primary_namespace, secondary_namespace, key, \
@@ -188,86 +190,21 @@ fn write(
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let plan = plan_batch(messages, held_quotes(&tx, messages)?);
     let now = cdk::util::unix_time() as i64;
-
+    // The payments go in before the quotes this batch creates, so that a quote created and paid
+    // in one batch is written once, as cdk's update would leave it: its foreign key is checked
+    // at the commit.
+    tx.pragma_update(None, "defer_foreign_keys", true)?;
+    let (payments, mut paid) = record_payments(&tx, &plan.payments, now)?;
+    let mut keys = Pubkeys::default();
+    let mut paid_quotes = Vec::with_capacity(paid.len());
     let mut creates = Vec::with_capacity(plan.creates.len());
+    for Inserted { written, paid_row } in
+        insert_quotes(&tx, book, &plan.creates, now, &mut paid, &mut keys)?
     {
-        let mut insert = tx.prepare_cached(INSERT_QUOTE)?;
-        let mut write_index = tx.prepare_cached(WRITE_INDEX)?;
-        for new in &plan.creates {
-            let id = QuoteId::from(new.create.quote_id);
-            let quote = book.unpaid_quote(new.create, id, new.unit.clone());
-            // Bound as cdk-sql-common's `add_mint_quote` binds them.
-            let inserted = insert.execute(params![
-                quote.id.to_string(),
-                quote.amount.as_ref().map(|amount| amount.value() as i64),
-                quote.unit.to_string(),
-                quote.request,
-                quote.expiry as i64,
-                quote.request_lookup_id.to_string(),
-                quote.pubkey.map(|key| key.to_string()),
-                quote.created_time as i64,
-                quote.updated_at() as i64,
-                quote.last_checked() as i64,
-                quote.payment_method.to_string(),
-                quote.request_lookup_id.kind().to_string(),
-                quote.extra_json.as_ref().map(ToString::to_string),
-            ])? == 1;
-            for entry in index_entries(new.create, &new.unit) {
-                write_index.execute(params![
-                    entry.namespace,
-                    entry.secondary,
-                    entry.key,
-                    &entry.value[..],
-                    now,
-                ])?;
-            }
-            creates.push(WrittenCreate {
-                message: new.message,
-                quote,
-                inserted,
-            });
-        }
+        paid_quotes.extend(paid_row.and_then(|row| book.paid_quote(row, &mut keys)));
+        creates.push(written);
     }
-
-    let mut payments = Vec::with_capacity(plan.payments.len());
-    let mut paid_quotes = Vec::new();
-    {
-        // What each quote was paid by this batch, in id order.
-        let mut paid: BTreeMap<Uuid, i64> = BTreeMap::new();
-        let mut record = tx.prepare_cached(RECORD_PAYMENT)?;
-        for payment in &plan.payments {
-            let amount = payment.amount as i64;
-            let recorded = record.execute(params![
-                payment.quote_id.to_string(),
-                payment.payment_id,
-                amount,
-                now,
-            ])? == 1;
-            if recorded {
-                *paid.entry(payment.quote_id).or_default() += amount;
-            }
-            payments.push((payment.message, recorded));
-        }
-        let mut pay = tx.prepare_cached(PAY_QUOTE)?;
-        for (id, amount) in paid {
-            let mut rows = pay.query(params![id.to_string(), amount, now])?;
-            while let Some(row) = rows.next()? {
-                let row = PaidRow {
-                    id: row.get(0)?,
-                    request: row.get(1)?,
-                    unit: row.get(2)?,
-                    amount: row.get(3)?,
-                    expiry: row.get(4)?,
-                    pubkey: row.get(5)?,
-                    created_time: row.get(6)?,
-                    amount_paid: row.get(7)?,
-                    amount_issued: row.get(8)?,
-                    updated_at: row.get(9)?,
-                };
-                paid_quotes.extend(book.paid_quote(row));
-            }
-        }
-    }
+    paid_quotes.extend(pay_stored(&tx, book, paid, now, &mut keys)?);
     tx.commit()?;
     Ok(Written {
         results: plan.results,
@@ -275,6 +212,154 @@ fn write(
         payments,
         paid_quotes,
     })
+}
+
+/// Records the payments (those already there are skipped): for each, its update and whether
+/// it was recorded; and what each quote was paid, in id order.
+fn record_payments(
+    tx: &Transaction<'_>,
+    planned: &[NewPayment],
+    now: i64,
+) -> Result<(Vec<(usize, bool)>, BTreeMap<Uuid, i64>), SqliteBatchError> {
+    let mut record = tx.prepare_cached(RECORD_PAYMENT)?;
+    let mut payments = Vec::with_capacity(planned.len());
+    let mut paid: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for payment in planned {
+        let amount = payment.amount as i64;
+        let recorded = record.execute(params![
+            payment.quote_id.to_string(),
+            payment.payment_id,
+            amount,
+            now,
+        ])? == 1;
+        if recorded {
+            *paid.entry(payment.quote_id).or_default() += amount;
+        }
+        payments.push((payment.message, recorded));
+    }
+    Ok((payments, paid))
+}
+
+/// A quote the batch inserts, and its row if the batch also paid it.
+struct Inserted {
+    written: WrittenCreate,
+    paid_row: Option<PaidRow>,
+}
+
+/// Inserts the new quotes and their index entries. A quote with a payment this batch recorded
+/// (taken out of `paid`) is inserted as cdk's `update_mint_quote` leaves it after inserting it
+/// UNPAID: `amount_paid` the payments, `updated_at` bumped past its last value.
+fn insert_quotes(
+    tx: &Transaction<'_>,
+    book: &QuoteBook,
+    planned: &[NewQuote<'_>],
+    now: i64,
+    paid: &mut BTreeMap<Uuid, i64>,
+    keys: &mut Pubkeys,
+) -> Result<Vec<Inserted>, SqliteBatchError> {
+    let mut insert = tx.prepare_cached(INSERT_QUOTE)?;
+    let mut write_index = tx.prepare_cached(WRITE_INDEX)?;
+    let mut inserted_quotes = Vec::with_capacity(planned.len());
+    for new in planned {
+        let id = QuoteId::from(new.create.quote_id);
+        let quote = book.unpaid_quote(new.create, id, new.unit.clone());
+        let pubkey = quote.pubkey.map(|key| {
+            let hex = key.to_string();
+            keys.remember(&hex, key);
+            hex
+        });
+        let amount_paid = paid.get(&new.create.quote_id).copied();
+        let updated_at = match amount_paid {
+            Some(_) => now.max(quote.updated_at() as i64 + 1),
+            None => quote.updated_at() as i64,
+        };
+        // Bound as cdk-sql-common's `add_mint_quote` binds them.
+        let inserted = insert.execute(params![
+            quote.id.to_string(),
+            quote.amount.as_ref().map(|amount| amount.value() as i64),
+            quote.unit.to_string(),
+            quote.request,
+            quote.expiry as i64,
+            quote.request_lookup_id.to_string(),
+            pubkey,
+            quote.created_time as i64,
+            updated_at,
+            quote.last_checked() as i64,
+            quote.payment_method.to_string(),
+            quote.request_lookup_id.kind().to_string(),
+            quote.extra_json.as_ref().map(ToString::to_string),
+            amount_paid.unwrap_or(0),
+        ])? == 1;
+        for entry in index_entries(new.create, &new.unit) {
+            write_index.execute(params![
+                entry.namespace,
+                entry.secondary,
+                entry.key,
+                &entry.value[..],
+                now,
+            ])?;
+        }
+        // A quote that was there after all is paid by an update instead.
+        let paid_row = match amount_paid {
+            Some(amount_paid) if inserted => {
+                paid.remove(&new.create.quote_id);
+                Some(PaidRow {
+                    id: quote.id.to_string(),
+                    request: quote.request.clone(),
+                    unit: quote.unit.to_string(),
+                    amount: quote.amount.as_ref().map(|amount| amount.value() as i64),
+                    expiry: quote.expiry as i64,
+                    pubkey: pubkey.clone(),
+                    created_time: quote.created_time as i64,
+                    amount_paid,
+                    amount_issued: 0,
+                    updated_at,
+                })
+            }
+            _ => None,
+        };
+        inserted_quotes.push(Inserted {
+            written: WrittenCreate {
+                message: new.message,
+                quote,
+                inserted,
+            },
+            paid_row,
+        });
+    }
+    Ok(inserted_quotes)
+}
+
+/// cdk's `update_mint_quote` for the payments recorded on quotes stored before: the quotes as
+/// they are after it.
+fn pay_stored(
+    tx: &Transaction<'_>,
+    book: &QuoteBook,
+    paid: BTreeMap<Uuid, i64>,
+    now: i64,
+    keys: &mut Pubkeys,
+) -> Result<Vec<MintQuote>, SqliteBatchError> {
+    let mut pay = tx.prepare_cached(PAY_QUOTE)?;
+    let mut paid_quotes = Vec::with_capacity(paid.len());
+    for (id, amount) in paid {
+        let mut rows = pay.query(params![id.to_string(), amount, now])?;
+        while let Some(row) = rows.next()? {
+            let row = PaidRow {
+                id: row.get(0)?,
+                request: row.get(1)?,
+                unit: row.get(2)?,
+                amount: row.get(3)?,
+                expiry: row.get(4)?,
+                pubkey: row.get(5)?,
+                created_time: row.get(6)?,
+                amount_paid: row.get(7)?,
+                amount_issued: row.get(8)?,
+                updated_at: row.get(9)?,
+            };
+            paid_quotes.extend(book.paid_quote(row, keys));
+        }
+    }
+    Ok(paid_quotes)
 }
 
 /// The quotes the messages name that the store holds, with the payments recorded on them.

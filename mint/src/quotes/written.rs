@@ -91,6 +91,31 @@ pub(super) struct PaidRow {
     pub updated_at: i64,
 }
 
+/// Locking keys by their hex, as quotes store them. Parsing a key is a square root on the curve,
+/// which cost more than the rest of a paid quote's row; a batch's quotes were mostly created in
+/// it, and a miner's quotes share a key.
+#[derive(Default)]
+pub(super) struct Pubkeys(HashMap<String, PublicKey>);
+
+impl Pubkeys {
+    /// Remembers `key`, stored as `hex`.
+    pub fn remember(&mut self, hex: &str, key: PublicKey) {
+        if !self.0.contains_key(hex) {
+            self.0.insert(hex.to_owned(), key);
+        }
+    }
+
+    /// The key stored as `hex`, if it is one.
+    fn parse(&mut self, hex: String) -> Option<PublicKey> {
+        if let Some(key) = self.0.get(&hex) {
+            return Some(*key);
+        }
+        let key = PublicKey::from_hex(&hex).ok()?;
+        self.0.insert(hex, key);
+        Some(key)
+    }
+}
+
 impl QuoteBook {
     /// The batch's results, less what other writers had already done; subscribers are told of
     /// what this batch did (after its commit: what they hear of is stored).
@@ -125,12 +150,12 @@ impl QuoteBook {
 
     /// A quote a batch paid, as NUT-17 subscribers are told of it: the quote as
     /// [`QuoteBook::unpaid_quote`] made it, with the amounts now stored.
-    pub(super) fn paid_quote(&self, row: PaidRow) -> Option<MintQuote> {
+    pub(super) fn paid_quote(&self, row: PaidRow, keys: &mut Pubkeys) -> Option<MintQuote> {
         let id = QuoteId::from(Uuid::parse_str(&row.id).ok()?);
         let unit = CurrencyUnit::from_str(&row.unit).ok()?;
         let amount = |value: i64| Amount::new(value as u64, unit.clone());
         let pubkey = match row.pubkey {
-            Some(hex) => Some(PublicKey::from_hex(hex).ok()?),
+            Some(hex) => Some(keys.parse(hex)?),
             None => None,
         };
         Some(MintQuote::new(
