@@ -9,7 +9,8 @@
 //!
 //! What one read returns is applied in as few store transactions as it can be: each run of
 //! creates and ehash updates as one batch ([`QuoteBook::apply_batch`]), an epoch release on its
-//! own. A batch that cannot commit is applied again one message at a time.
+//! own. A batch that cannot commit is applied again one message at a time. Behind (a full read),
+//! the consumer reads what waits while the store writes, and applies it next, together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,13 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 const REDIS_BACKOFF_START: Duration = Duration::from_millis(100);
 const REDIS_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
+/// While a backlog's batch is written, up to this many reads' worth of what waits behind it is
+/// read, to go to the store as the next batch. A transaction's cost is mostly the index pages it
+/// rewrites (cdk's quote indexes are keyed by random ids), and those grow slower than its
+/// quotes: behind, the mint writes fewer, larger transactions; caught up, each read is applied
+/// as it comes.
+const BACKLOG_READS: usize = 8;
+
 /// When the consumer does what, between rounds.
 struct Schedule {
     /// Whether the consumer group is known to exist (Redis may lose it).
@@ -44,6 +52,13 @@ struct Schedule {
     read_own_pending_done: bool,
     next_claim: Instant,
     next_retry: Instant,
+}
+
+impl Schedule {
+    /// Whether entries left pending for a retry are due to be tried again.
+    fn retry_due(&self, waiting: &HashMap<String, Instant>) -> bool {
+        !waiting.is_empty() && Instant::now() >= self.next_retry
+    }
 }
 
 impl Default for Schedule {
@@ -82,6 +97,8 @@ pub struct QuoteConsumer {
     consumer_name: String,
     dead_letter_stream: String,
     redis: ConnectionManager,
+    /// Reads the stream, on a handle of `redis`.
+    reader: StreamReader,
     book: QuoteBook,
     metrics: Arc<MintMetrics>,
     /// Entries left pending for a retry, by stream id, with when they were first tried.
@@ -118,11 +135,19 @@ impl QuoteConsumer {
             .consumer_name
             .clone()
             .unwrap_or_else(default_consumer_name);
+        let reader = StreamReader {
+            redis: redis.clone(),
+            stream: config.stream.clone(),
+            group: config.group.clone(),
+            consumer_name: consumer_name.clone(),
+            batch_size: config.batch_size,
+        };
         Ok(Self {
             dead_letter_stream: ehash::dead_letter_stream(&config.stream),
             consumer_name,
             config,
             redis,
+            reader,
             book,
             metrics,
             waiting: HashMap::new(),
@@ -157,6 +182,9 @@ impl QuoteConsumer {
                     if error.code() == Some("NOGROUP") {
                         schedule.group_ready = false;
                     }
+                    // What was read and not yet acknowledged (a read ahead, a batch whose
+                    // acknowledgement failed) is still ours: it is read again first.
+                    schedule.read_own_pending_done = false;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => break,
@@ -184,10 +212,8 @@ impl QuoteConsumer {
             schedule.next_claim = Instant::now()
                 + Duration::from_millis(self.config.claim_idle_ms / 2).max(RETRY_INTERVAL);
         }
-        let retry_due = !self.waiting.is_empty() && Instant::now() >= schedule.next_retry;
-        if !schedule.read_own_pending_done || retry_due {
-            let entries = self.read("0", None).await?;
-            self.process(entries).await?;
+        if !schedule.read_own_pending_done || schedule.retry_due(&self.waiting) {
+            self.read_own_pending().await?;
             schedule.read_own_pending_done = true;
             schedule.next_retry = Instant::now() + RETRY_INTERVAL;
         }
@@ -197,7 +223,23 @@ impl QuoteConsumer {
             (RETRY_INTERVAL.as_millis() as u64).min(self.config.block_ms)
         };
         let entries = self.read(">", Some(block)).await?;
-        self.process(entries).await
+        let mut read = Read::decode(entries);
+        // A full read means a backlog: while it is applied, what waits behind it is read and
+        // decoded, and applied next as one batch (see `BACKLOG_READS`). The read-ahead does not
+        // wait for entries (a blocked read would hold up the acknowledgements sharing its
+        // connection), and stops when claims or retries are due.
+        while read.entries.len() >= self.config.batch_size
+            && Instant::now() < schedule.next_claim
+            && !schedule.retry_due(&self.waiting)
+        {
+            let mut reader = self.reader.clone();
+            let read_ahead =
+                async move { reader.read_backlog(BACKLOG_READS).await.map(Read::decode) };
+            let (applied, next) = tokio::join!(self.apply_read(read), read_ahead);
+            applied?;
+            read = next?;
+        }
+        self.apply_read(read).await
     }
 
     async fn ensure_group(&mut self) -> redis::RedisResult<()> {
@@ -263,25 +305,34 @@ impl QuoteConsumer {
         from: &str,
         block_ms: Option<u64>,
     ) -> redis::RedisResult<Vec<StreamId>> {
-        let mut options = StreamReadOptions::default()
-            .group(&self.config.group, &self.consumer_name)
-            .count(self.config.batch_size);
-        if let Some(block_ms) = block_ms {
-            options = options.block(block_ms as usize);
+        self.reader.read(from, block_ms).await
+    }
+
+    /// Applies the entries delivered to this consumer and not acknowledged, from the oldest, a
+    /// read at a time: after a restart or a Redis error, and when some wait for a retry.
+    async fn read_own_pending(&mut self) -> redis::RedisResult<()> {
+        let mut after = "0".to_owned();
+        loop {
+            let entries = self.read(&after, None).await?;
+            let full = entries.len() >= self.config.batch_size;
+            let Some(last) = entries.last() else {
+                return Ok(());
+            };
+            after = last.id.clone();
+            self.process(entries).await?;
+            if !full {
+                return Ok(());
+            }
         }
-        let reply: Option<StreamReadReply> = self
-            .redis
-            .xread_options(&[&self.config.stream], &[from], &options)
-            .await?;
-        Ok(reply
-            .into_iter()
-            .flat_map(|reply| reply.keys)
-            .flat_map(|key| key.ids)
-            .collect())
     }
 
     async fn process(&mut self, entries: Vec<StreamId>) -> redis::RedisResult<()> {
-        let messages: Vec<Result<QuoteMessage, String>> = entries.iter().map(decode).collect();
+        self.apply_read(Read::decode(entries)).await
+    }
+
+    /// Applies what a read returned, then acknowledges, dead-letters or leaves pending each entry.
+    async fn apply_read(&mut self, read: Read) -> redis::RedisResult<()> {
+        let Read { entries, messages } = read;
         let outcomes = self.apply_all(&messages).await;
         let mut done = Vec::with_capacity(entries.len());
         for (entry, outcome) in entries.into_iter().zip(outcomes) {
@@ -429,6 +480,69 @@ impl QuoteConsumer {
             .await?;
         self.metrics.dead_letters.inc();
         Ok(())
+    }
+}
+
+/// Reads the stream as this consumer of its group, on a handle of the consumer's connection.
+#[derive(Clone)]
+struct StreamReader {
+    redis: ConnectionManager,
+    stream: String,
+    group: String,
+    consumer_name: String,
+    batch_size: usize,
+}
+
+impl StreamReader {
+    /// What waits, never delivered: up to `reads` reads' worth, without waiting for more.
+    async fn read_backlog(&mut self, reads: usize) -> redis::RedisResult<Vec<StreamId>> {
+        let mut entries = Vec::new();
+        for _ in 0..reads {
+            let read = self.read(">", None).await?;
+            let full = read.len() >= self.batch_size;
+            entries.extend(read);
+            if !full {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Up to a batch of entries after `from` (`>`: never delivered; `0`: ours, pending),
+    /// waiting up to `block_ms` for some when there are none.
+    async fn read(
+        &mut self,
+        from: &str,
+        block_ms: Option<u64>,
+    ) -> redis::RedisResult<Vec<StreamId>> {
+        let mut options = StreamReadOptions::default()
+            .group(&self.group, &self.consumer_name)
+            .count(self.batch_size);
+        if let Some(block_ms) = block_ms {
+            options = options.block(block_ms as usize);
+        }
+        let reply: Option<StreamReadReply> = self
+            .redis
+            .xread_options(&[&self.stream], &[from], &options)
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|reply| reply.keys)
+            .flat_map(|key| key.ids)
+            .collect())
+    }
+}
+
+/// Entries read, with the quote message each carries (or why it has none).
+struct Read {
+    entries: Vec<StreamId>,
+    messages: Vec<Result<QuoteMessage, String>>,
+}
+
+impl Read {
+    fn decode(entries: Vec<StreamId>) -> Self {
+        let messages = entries.iter().map(decode).collect();
+        Self { entries, messages }
     }
 }
 

@@ -181,6 +181,36 @@ async fn update_before_create_is_retried_not_lost() {
     harness.stop().await;
 }
 
+/// Reads every entry waiting on the harness's stream as consumer `name` of the mint's group,
+/// acknowledging none (a mint that read them and died); returns how many it read.
+async fn read_as(harness: &mut Harness, name: &str) -> usize {
+    let options = redis::streams::StreamReadOptions::default()
+        .group(ehash::MINT_CONSUMER_GROUP, name)
+        .count(100);
+    let read: redis::streams::StreamReadReply = harness
+        .redis
+        .xread_options(&[&harness.stream], &[">"], &options)
+        .await
+        .unwrap();
+    read.keys.iter().map(|key| key.ids.len()).sum()
+}
+
+/// `server`'s store holds each of `creates`' quotes, once, and no other quote for `locking`.
+async fn assert_stored_once(server: &MintServer, locking: &LockingPubkey, creates: &[CreateQuote]) {
+    let book = hashpool_mint::QuoteBook::new(server.mint().clone());
+    let mut stored: Vec<Uuid> = book
+        .quotes_for_key(locking)
+        .await
+        .unwrap()
+        .iter()
+        .map(|quote| Uuid::parse_str(&quote.id.to_string()).unwrap())
+        .collect();
+    let mut expected: Vec<Uuid> = creates.iter().map(|create| create.quote_id).collect();
+    stored.sort();
+    expected.sort();
+    assert_eq!(stored, expected, "every quote stored exactly once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_read_by_a_consumer_that_died_are_claimed_and_stored_once() {
     let mut harness = Harness::start("mint-crash").await;
@@ -194,15 +224,7 @@ async fn entries_read_by_a_consumer_that_died_are_claimed_and_stored_once() {
         harness.push(&QuoteMessage::Create(create.clone())).await;
     }
     // A consumer reads them all and dies before acknowledging any.
-    let options = redis::streams::StreamReadOptions::default()
-        .group(ehash::MINT_CONSUMER_GROUP, "crashed-mint")
-        .count(100);
-    let read: redis::streams::StreamReadReply = harness
-        .redis
-        .xread_options(&[&harness.stream], &[">"], &options)
-        .await
-        .unwrap();
-    assert_eq!(read.keys[0].ids.len(), 5);
+    assert_eq!(read_as(&mut harness, "crashed-mint").await, 5);
     assert_eq!(harness.pending_count().await, 5);
 
     // A new mint process on the same store and stream claims and applies them.
@@ -214,18 +236,32 @@ async fn entries_read_by_a_consumer_that_died_are_claimed_and_stored_once() {
     .await
     .unwrap();
     harness.wait_all_acknowledged().await;
-    let book = hashpool_mint::QuoteBook::new(restarted.mint().clone());
-    let mut stored: Vec<Uuid> = book
-        .quotes_for_key(&locking)
-        .await
-        .unwrap()
-        .iter()
-        .map(|quote| Uuid::parse_str(&quote.id.to_string()).unwrap())
-        .collect();
-    let mut expected: Vec<Uuid> = creates.iter().map(|create| create.quote_id).collect();
-    stored.sort();
-    expected.sort();
-    assert_eq!(stored, expected, "every quote stored exactly once");
+    assert_stored_once(&restarted, &locking, &creates).await;
+    restarted.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_mint_applies_every_entry_it_had_read_before_claims_are_due() {
+    let mut harness = Harness::start("mint-own-pending").await;
+    harness.wait_for_consumer_group().await;
+    harness.stop().await;
+
+    let (_, locking) = miner_key();
+    let creates: Vec<CreateQuote> = (0..10).map(|i| share(locking, 10 + i)).collect();
+    for create in &creates {
+        harness.push(&QuoteMessage::Create(create.clone())).await;
+    }
+    // The mint read them all (a read ahead of its store) under its own name, and died.
+    assert_eq!(read_as(&mut harness, "same-mint").await, 10);
+
+    // Started again under the same name, reading 4 at a time, with claims an hour away: its own
+    // pending entries, more than one read's worth, are read again from the oldest.
+    let mut config = mint_config(harness.dir.path(), &harness.stream, "same-mint");
+    config.redis.batch_size = 4;
+    config.redis.claim_idle_ms = 3_600_000;
+    let restarted = MintServer::start(config).await.unwrap();
+    harness.wait_all_acknowledged().await;
+    assert_stored_once(&restarted, &locking, &creates).await;
     restarted.shutdown().await;
 }
 

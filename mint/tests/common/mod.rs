@@ -45,9 +45,15 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(test: &str) -> Self {
+        Self::start_with(test, |_| {}).await
+    }
+
+    /// A mint started with `configure`'s changes to the tests' configuration.
+    pub async fn start_with(test: &str, configure: impl FnOnce(&mut MintConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let stream = format!("{}quotes", hashpool_testkit::unique_redis_prefix(test));
-        let config = mint_config(dir.path(), &stream, &format!("{test}-mint"));
+        let mut config = mint_config(dir.path(), &stream, &format!("{test}-mint"));
+        configure(&mut config);
         let server = MintServer::start(config).await.expect("the mint starts");
         let redis = redis::Client::open(REDIS_URL)
             .unwrap()
@@ -74,6 +80,21 @@ impl Harness {
 
     pub async fn push(&mut self, message: &QuoteMessage) {
         self.push_raw(&message.to_json()).await;
+    }
+
+    /// Appends `messages` in one round trip, as the pool publishes a batch: the mint finds them
+    /// all waiting.
+    pub async fn push_all(&mut self, messages: &[QuoteMessage]) {
+        let mut pipe = redis::pipe();
+        for message in messages {
+            pipe.xadd(
+                &self.stream,
+                "*",
+                &[(ehash::STREAM_FIELD, message.to_json())],
+            )
+            .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis).await.unwrap();
     }
 
     pub async fn push_raw(&mut self, json: &str) {
