@@ -23,6 +23,7 @@ pub struct MintConfig {
     /// last response was sent; slower (slow-loris) and idle connections are closed.
     pub header_read_timeout_ms: u64,
     pub database: DatabaseConfig,
+    pub retention: RetentionConfig,
     pub redis: ConsumerConfig,
     pub info: InfoConfig,
     /// The mint's Lightning node, where payouts land and melts are paid from. Absent: no
@@ -40,6 +41,7 @@ impl Default for MintConfig {
             connections: ConnectionLimits::default(),
             header_read_timeout_ms: 10_000,
             database: DatabaseConfig::default(),
+            retention: RetentionConfig::default(),
             redis: ConsumerConfig::default(),
             info: InfoConfig::default(),
             lightning: None,
@@ -87,6 +89,31 @@ impl Default for DatabaseConfig {
             sqlite_path: PathBuf::from(".data/mint/mint.sqlite"),
             postgres_url: None,
             sqlite_cache_mib: 64,
+        }
+    }
+}
+
+/// How long the store keeps quotes that have been minted (see `quotes::Retention`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// A quote whose every paid unit has been minted is deleted this long after its share was
+    /// accepted (plus an hour's margin for clocks), and a create older than this is refused
+    /// (dead-lettered): its quote may have been minted and deleted. 0 keeps every quote.
+    pub keep_issued_secs: u64,
+    /// How often issued quotes past the window are deleted.
+    pub prune_interval_secs: u64,
+    /// Quotes deleted per store transaction, so that a large backlog of them does not hold the
+    /// store's write lock for long.
+    pub prune_batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            keep_issued_secs: 30 * 24 * 3600,
+            prune_interval_secs: 600,
+            prune_batch: 5_000,
         }
     }
 }

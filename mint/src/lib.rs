@@ -339,6 +339,18 @@ impl MintServer {
             tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
         }
         book = with_batch_writer(book, &config.database).await;
+        // Quotes are pruned by the mint's own writer; without it every quote is kept, and so no
+        // create is refused for its age.
+        let retention = quotes::Retention::keeping(config.retention.keep_issued_secs)
+            .filter(|_| book.has_batch_writer());
+        book = book.with_retention(retention);
+        if retention.is_some() {
+            tasks.push(tokio::spawn(quotes::run_pruner(
+                book.clone(),
+                config.retention.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         let consumer =
             consumer::QuoteConsumer::connect(config.redis.clone(), book.clone(), metrics.clone())
                 .await?;

@@ -2,7 +2,9 @@
 //! them (creates, then one PAID update per 256), starts the mint in-process on a fresh SQLite
 //! store (or a fresh PostgreSQL schema), and measures how fast it stores and pays them; then
 //! mints quotes over HTTP with a cdk wallet (NUT-20 signed; one quote per NUT-04 request, or
-//! `--mint-batch` quotes per NUT-29 request) and reports quotes minted per second.
+//! `--mint-batch` quotes per NUT-29 request) and reports quotes minted per second; last, prunes
+//! the minted quotes as the retention pruner does (`prune_batch` a transaction), and reports
+//! quotes pruned per second.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -123,11 +125,16 @@ async fn main() -> anyhow::Result<()> {
         u64::from(wallet.total_balance().await?) == expected,
         "minted total differs"
     );
+    let (pruned, prune_time) = prune_minted(server).await?;
+    anyhow::ensure!(
+        pruned == to_mint.len() as u64,
+        "pruned {pruned} of the minted quotes"
+    );
 
-    println!("| store | workers | batch | quotes | stored + PAID from the stream | quotes/s | HTTP mints ({}) | quotes minted/s |", requests_named(args.mint_batch));
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| store | workers | batch | quotes | stored + PAID from the stream | quotes/s | HTTP mints ({}) | quotes minted/s | minted quotes pruned | quotes pruned/s |", requests_named(args.mint_batch));
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {:.2} s | {:.0} | {} in {:.2} s | {:.1} |",
+        "| {} | {} | {} | {} | {:.2} s | {:.0} | {} in {:.2} s | {:.1} | {pruned} in {:.2} s | {:.0} |",
         if args.postgres.is_some() {
             "PostgreSQL"
         } else {
@@ -140,7 +147,9 @@ async fn main() -> anyhow::Result<()> {
         args.quotes as f64 / ingest.as_secs_f64(),
         to_mint.len(),
         mint_time.as_secs_f64(),
-        to_mint.len() as f64 / mint_time.as_secs_f64()
+        to_mint.len() as f64 / mint_time.as_secs_f64(),
+        prune_time.as_secs_f64(),
+        pruned as f64 / prune_time.as_secs_f64(),
     );
     for server in servers {
         server.shutdown().await;
@@ -149,6 +158,19 @@ async fn main() -> anyhow::Result<()> {
         .del(&[stream.clone(), ehash::dead_letter_stream(&stream)])
         .await?;
     Ok(())
+}
+
+/// Prunes every issued quote (created before the next second, so all of them), as the mint's
+/// pruner does past the retention window: how many, and how long it took.
+async fn prune_minted(server: &MintServer) -> anyhow::Result<(u64, Duration)> {
+    let batch = hashpool_mint::config::RetentionConfig::default().prune_batch;
+    let created_before = cdk::util::unix_time() + 1;
+    let started = Instant::now();
+    let pruned = server
+        .quotes()
+        .prune_all_issued(created_before, batch)
+        .await?;
+    Ok((pruned, started.elapsed()))
 }
 
 /// The HTTP phase against the mint at `url` (unit sat, bolt11 quotes paid by its fake wallet).

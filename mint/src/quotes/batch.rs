@@ -120,7 +120,7 @@ impl QuoteBook {
                 (*id, held)
             })
             .collect();
-        let plan = plan_batch(messages, held);
+        let plan = plan_batch(messages, held, self.refuse_created_before());
 
         let mut created = Vec::with_capacity(plan.creates.len());
         for new in &plan.creates {

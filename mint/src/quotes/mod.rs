@@ -22,11 +22,13 @@ use crate::lightning::ledger::{CustodyError, PayoutLedger};
 mod batch;
 mod plan;
 mod postgres;
+mod retention;
 mod sqlite;
 mod written;
 
 pub use batch::{Applied, BatchResults, Batchable};
 pub use postgres::{PostgresBatchError, PostgresBatchWriter};
+pub use retention::{run_pruner, PruneError, Retention, CLOCK_MARGIN_SECS};
 pub use sqlite::{SqliteBatchError, SqliteBatchWriter};
 
 /// KV namespace of the index from locking key to quote ids (cdk has no query by pubkey).
@@ -45,6 +47,14 @@ pub enum QuoteBookError {
     /// The update is for a quote whose `create` has not been processed yet: retry it later.
     #[error("quote {0} is not in the store (yet)")]
     UnknownQuote(Uuid),
+    /// Older than the retention window: its quote may have been issued and pruned, and storing
+    /// it again would let it be minted twice.
+    #[error("quote {quote_id} was created at {created_at}, before {horizon}: past the store's retention window")]
+    BeyondRetention {
+        quote_id: Uuid,
+        created_at: u64,
+        horizon: u64,
+    },
     #[error("quote {quote_id} has unit {found}; this mint issues {expected}")]
     WrongUnit {
         quote_id: Uuid,
@@ -96,6 +106,7 @@ impl QuoteBookError {
         !matches!(
             self,
             QuoteBookError::WrongUnit { .. }
+                | QuoteBookError::BeyondRetention { .. }
                 | QuoteBookError::EpochMismatch { .. }
                 | QuoteBookError::CorruptEpochIndex { .. }
                 | QuoteBookError::Split { .. }
@@ -139,6 +150,8 @@ pub struct QuoteBook {
     custody: Option<PayoutLedger>,
     /// Writes batches with its own SQL instead of cdk's row-at-a-time API, when set.
     batch_writer: Option<BatchWriter>,
+    /// When set, issued quotes are pruned after a while, and creates older than that refused.
+    retention: Option<Retention>,
 }
 
 /// The mint's own writer of batches, for the store cdk is on.
@@ -158,6 +171,18 @@ fn cdk_unit(create: &CreateQuote) -> Result<CurrencyUnit, QuoteBookError> {
             found: other.to_owned(),
             expected: format!("{} or {}", ehash::UNIT, ehash::EPOCH_UNIT),
         }),
+    }
+}
+
+/// Refuses to store a create made before `horizon` (see [`Retention`]).
+fn within_retention(create: &CreateQuote, horizon: Option<u64>) -> Result<(), QuoteBookError> {
+    match horizon {
+        Some(horizon) if create.created_at < horizon => Err(QuoteBookError::BeyondRetention {
+            quote_id: create.quote_id,
+            created_at: create.created_at,
+            horizon,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -210,6 +235,16 @@ fn payment_id(quote_id: Uuid, epoch: Option<u64>) -> String {
     }
 }
 
+/// The epoch of a payment an epoch release recorded (see [`payment_id`]).
+fn epoch_of_payment(payment_id: &str) -> Option<u64> {
+    payment_id
+        .strip_prefix("epoch-")?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
+}
+
 /// The payment an update records on a quote, as cdk takes it.
 fn ehash_payment(
     quote: &MintQuote,
@@ -231,7 +266,20 @@ impl QuoteBook {
             method: PaymentMethod::Custom(ehash::PAYMENT_METHOD.to_owned()),
             custody: None,
             batch_writer: None,
+            retention: None,
         }
+    }
+
+    /// Refuses creates older than `retention`'s window, whose quotes it may have pruned.
+    pub fn with_retention(mut self, retention: Option<Retention>) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Creates made before this are refused (see [`Retention`]); none when every quote is kept.
+    fn refuse_created_before(&self) -> Option<u64> {
+        self.retention
+            .map(|retention| retention.refuse_created_before(cdk::util::unix_time()))
     }
 
     /// The set-based writer batches go through, on PostgreSQL.
@@ -246,6 +294,11 @@ impl QuoteBook {
     pub fn with_postgres_writer(mut self, writer: PostgresBatchWriter) -> Self {
         self.batch_writer = Some(BatchWriter::Postgres(Arc::new(writer)));
         self
+    }
+
+    /// Whether batches go through the mint's own writer rather than cdk's store API.
+    pub fn has_batch_writer(&self) -> bool {
+        self.batch_writer.is_some()
     }
 
     /// The writer batches go through, on SQLite.
@@ -281,6 +334,7 @@ impl QuoteBook {
         if store.get_mint_quote(&id).await?.is_some() {
             return Ok(Created::AlreadyStored);
         }
+        within_retention(create, self.refuse_created_before())?;
 
         let quote = self.unpaid_quote(create, id, unit.clone());
         let notice = MintQuoteCustomResponse::<QuoteId>::try_from(quote.clone());

@@ -11,7 +11,7 @@ use cdk::nuts::CurrencyUnit;
 use ehash::CreateQuote;
 use uuid::Uuid;
 
-use super::{cdk_unit, payment_id, Applied, Batchable, Created, QuoteBookError};
+use super::{cdk_unit, payment_id, within_retention, Applied, Batchable, Created, QuoteBookError};
 
 /// A quote as the batch sees it: what an ehash update pays it, and the payments it has.
 #[derive(Debug, Clone, Default)]
@@ -48,8 +48,13 @@ pub struct BatchPlan<'a> {
     pub payments: Vec<NewPayment>,
 }
 
-/// Plans `messages` against the quotes the store `held` (by id) when the batch began.
-pub fn plan_batch<'a>(messages: &[Batchable<'a>], mut held: HashMap<Uuid, Held>) -> BatchPlan<'a> {
+/// Plans `messages` against the quotes the store `held` (by id) when the batch began; a create
+/// made before `refuse_created_before` that is not held is refused (see `Retention`).
+pub fn plan_batch<'a>(
+    messages: &[Batchable<'a>],
+    mut held: HashMap<Uuid, Held>,
+    refuse_created_before: Option<u64>,
+) -> BatchPlan<'a> {
     let mut plan = BatchPlan {
         results: Vec::with_capacity(messages.len()),
         creates: Vec::new(),
@@ -57,7 +62,9 @@ pub fn plan_batch<'a>(messages: &[Batchable<'a>], mut held: HashMap<Uuid, Held>)
     };
     for (index, &message) in messages.iter().enumerate() {
         let result = match message {
-            Batchable::Create(create) => plan_create(create, index, &mut held, &mut plan),
+            Batchable::Create(create) => {
+                plan_create(create, index, refuse_created_before, &mut held, &mut plan)
+            }
             Batchable::Pay(ids) => plan_pay(ids, index, &mut held, &mut plan),
         };
         plan.results.push(result);
@@ -68,6 +75,7 @@ pub fn plan_batch<'a>(messages: &[Batchable<'a>], mut held: HashMap<Uuid, Held>)
 fn plan_create<'a>(
     create: &'a CreateQuote,
     index: usize,
+    refuse_created_before: Option<u64>,
     held: &mut HashMap<Uuid, Held>,
     plan: &mut BatchPlan<'a>,
 ) -> Result<Applied, QuoteBookError> {
@@ -75,6 +83,7 @@ fn plan_create<'a>(
     if held.contains_key(&create.quote_id) {
         return Ok(Applied::Created(Created::AlreadyStored));
     }
+    within_retention(create, refuse_created_before)?;
     held.insert(
         create.quote_id,
         Held {
@@ -146,7 +155,7 @@ mod tests {
             // Names `a` again: already paid in this batch.
             Batchable::Pay(&ids),
         ];
-        let plan = plan_batch(&messages, HashMap::new());
+        let plan = plan_batch(&messages, HashMap::new(), None);
         assert_eq!(plan.creates.len(), 2);
         let paid: Vec<(Uuid, u64)> = plan
             .payments
@@ -168,7 +177,7 @@ mod tests {
                 (payment.quote_id, held)
             })
             .collect();
-        let again = plan_batch(&messages, held);
+        let again = plan_batch(&messages, held, None);
         assert!(again.creates.is_empty() && again.payments.is_empty());
         assert!(matches!(
             again.results[0],
@@ -182,7 +191,7 @@ mod tests {
         let b = create(7, ReleasePolicy::Ehash);
         let ids = [a.quote_id, b.quote_id];
         let messages = [Batchable::Create(&a), Batchable::Pay(&ids)];
-        let plan = plan_batch(&messages, HashMap::new());
+        let plan = plan_batch(&messages, HashMap::new(), None);
         assert!(plan.payments.is_empty());
         assert!(
             matches!(plan.results[1], Err(QuoteBookError::UnknownQuote(id)) if id == b.quote_id)
@@ -196,6 +205,7 @@ mod tests {
         let plan = plan_batch(
             &[Batchable::Create(&sat), Batchable::Pay(&ids)],
             HashMap::new(),
+            None,
         );
         assert_eq!(plan.creates[0].unit, CurrencyUnit::Sat);
         assert!(plan.payments.is_empty());
@@ -208,11 +218,37 @@ mod tests {
             unit: "usd".into(),
             ..create(5, ReleasePolicy::Ehash)
         };
-        let plan = plan_batch(&[Batchable::Create(&wrong)], HashMap::new());
+        let plan = plan_batch(&[Batchable::Create(&wrong)], HashMap::new(), None);
         assert!(plan.creates.is_empty());
         assert!(matches!(
             plan.results[0],
             Err(QuoteBookError::WrongUnit { .. })
+        ));
+    }
+
+    #[test]
+    fn a_create_past_the_retention_window_is_refused_unless_stored() {
+        let old = create(5, ReleasePolicy::Ehash);
+        let fresh = CreateQuote {
+            created_at: old.created_at + 10,
+            ..create(7, ReleasePolicy::Ehash)
+        };
+        let horizon = Some(old.created_at + 1);
+        let messages = [Batchable::Create(&old), Batchable::Create(&fresh)];
+        let plan = plan_batch(&messages, HashMap::new(), horizon);
+        assert_eq!(plan.creates.len(), 1);
+        assert_eq!(plan.creates[0].create.quote_id, fresh.quote_id);
+        assert!(matches!(
+            plan.results[0],
+            Err(QuoteBookError::BeyondRetention { quote_id, .. }) if quote_id == old.quote_id
+        ));
+
+        // Still in the store: a redelivery is what it always was, nothing to do.
+        let held = HashMap::from([(old.quote_id, Held::default())]);
+        let again = plan_batch(&messages[..1], held, horizon);
+        assert!(matches!(
+            again.results[0],
+            Ok(Applied::Created(Created::AlreadyStored))
         ));
     }
 }

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use super::batch::named_quotes;
 use super::plan::{plan_batch, Held, NewQuote};
+use super::retention::Prunable;
 use super::written::{PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
 use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
@@ -76,6 +77,29 @@ const RECORD_PAYMENTS: &str = "WITH inserted AS ( \
                          ELSE mint_quote.updated_at + 1 END \
      FROM paid WHERE mint_quote.id = paid.quote_id RETURNING mint_quote.id";
 
+/// Deletes up to $2 issued quotes created before $1, oldest first, with their payments and
+/// issuances (the foreign keys are checked at the statement's end, after all three deletes);
+/// returns each with its locking key and payment ids, for its index entries. `SKIP LOCKED`: a
+/// quote a wallet is minting right now is left for the next round.
+const PRUNE_ISSUED: &str = "WITH prunable AS ( \
+       SELECT id, pubkey FROM mint_quote \
+       WHERE created_time < $1::bigint AND amount_paid > 0 AND amount_issued >= amount_paid \
+       ORDER BY created_time LIMIT $2::bigint FOR UPDATE SKIP LOCKED \
+     ), payments AS ( \
+       DELETE FROM mint_quote_payments USING prunable \
+       WHERE mint_quote_payments.quote_id = prunable.id \
+       RETURNING mint_quote_payments.quote_id, mint_quote_payments.payment_id \
+     ), issuances AS ( \
+       DELETE FROM mint_quote_issued USING prunable WHERE mint_quote_issued.quote_id = prunable.id \
+     ), quotes AS ( \
+       DELETE FROM mint_quote USING prunable WHERE mint_quote.id = prunable.id \
+     ) \
+     SELECT prunable.id, prunable.pubkey, payments.payment_id \
+     FROM prunable LEFT JOIN payments ON payments.quote_id = prunable.id";
+const DELETE_INDEXES: &str = "DELETE FROM kv_store USING \
+     unnest($1::text[], $2::text[], $3::text[]) AS rows(n, s, k) \
+     WHERE primary_namespace = rows.n AND secondary_namespace = rows.s AND key = rows.k";
+
 struct Connection {
     client: Client,
     lock_quotes: Statement,
@@ -126,9 +150,62 @@ impl PostgresBatchWriter {
         drop(slot);
         Ok(book.announce(written))
     }
+
+    /// Deletes up to `limit` issued quotes created before `created_before`, with their
+    /// payments, issuances and index entries, in one transaction; how many.
+    pub(super) async fn prune_issued(
+        &self,
+        created_before: u64,
+        limit: usize,
+    ) -> Result<u64, PostgresBatchError> {
+        let mut slot = self.connection.lock().await;
+        let connection = match slot.as_mut() {
+            Some(connection) if !connection.client.is_closed() => connection,
+            _ => slot.insert(Connection::open(&self.url).await?),
+        };
+        connection.prune_issued(created_before, limit).await
+    }
 }
 
 impl Connection {
+    async fn prune_issued(
+        &mut self,
+        created_before: u64,
+        limit: usize,
+    ) -> Result<u64, PostgresBatchError> {
+        let tx = self.client.transaction().await?;
+        let mut quotes: HashMap<String, (Option<String>, Vec<String>)> = HashMap::new();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [
+            &(i64::try_from(created_before).unwrap_or(i64::MAX)),
+            &(limit as i64),
+        ];
+        for row in tx.query(PRUNE_ISSUED, &params).await? {
+            let quote = quotes
+                .entry(row.get(0))
+                .or_insert_with(|| (row.get(1), Vec::new()));
+            quote.1.extend(row.get::<_, Option<String>>(2));
+        }
+        let (mut namespaces, mut secondaries, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, (pubkey, payment_ids)) in &quotes {
+            let quote = Prunable::new(
+                id.clone(),
+                pubkey.clone(),
+                payment_ids.iter().map(String::as_str),
+            );
+            for (namespace, secondary, key) in quote.index_keys() {
+                namespaces.push(namespace);
+                secondaries.push(secondary);
+                keys.push(key.to_owned());
+            }
+        }
+        if !keys.is_empty() {
+            tx.execute(DELETE_INDEXES, &[&namespaces, &secondaries, &keys])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(quotes.len() as u64)
+    }
+
     async fn open(url: &str) -> Result<Self, PostgresBatchError> {
         let (schema, config) = split_schema(url);
         let (client, connection) = tokio_postgres::connect(&config, NoTls).await?;
@@ -185,7 +262,7 @@ impl Connection {
                 }
             }
         }
-        let plan = plan_batch(messages, held);
+        let plan = plan_batch(messages, held, book.refuse_created_before());
 
         let now = cdk::util::unix_time() as i64;
         let new_quotes: Vec<MintQuote> = plan

@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use super::batch::named_quotes;
 use super::plan::{plan_batch, Held, NewPayment, NewQuote};
+use super::retention::Prunable;
 use super::written::{PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
 use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
@@ -78,6 +79,16 @@ const PAY_QUOTE: &str = "UPDATE mint_quote SET amount_paid = amount_paid + ?2, \
      RETURNING id, request, unit, amount, expiry, pubkey, created_time, amount_paid, \
      amount_issued, updated_at";
 
+/// Issued quotes created before ?1, oldest first (see `Retention`).
+const PRUNABLE: &str = "SELECT id, pubkey FROM mint_quote \
+     WHERE created_time < ?1 AND amount_paid > 0 AND amount_issued >= amount_paid \
+     ORDER BY created_time LIMIT ?2";
+const DELETE_INDEX: &str = "DELETE FROM kv_store \
+     WHERE primary_namespace = ?1 AND secondary_namespace = ?2 AND key = ?3";
+const DELETE_PAYMENTS: &str = "DELETE FROM mint_quote_payments WHERE quote_id = ?1";
+const DELETE_ISSUANCES: &str = "DELETE FROM mint_quote_issued WHERE quote_id = ?1";
+const DELETE_QUOTE: &str = "DELETE FROM mint_quote WHERE id = ?1";
+
 /// A connection of its own to the mint's SQLite store, for writing batches.
 pub struct SqliteBatchWriter {
     /// Used on blocking threads, one batch at a time.
@@ -124,6 +135,73 @@ impl SqliteBatchWriter {
         self.committed.fetch_add(1, Ordering::Relaxed);
         Ok(book.announce(written))
     }
+
+    /// Deletes up to `limit` issued quotes created before `created_before`, with their
+    /// payments, issuances and index entries, in one transaction; how many.
+    pub(super) async fn prune_issued(
+        &self,
+        created_before: u64,
+        limit: usize,
+    ) -> Result<u64, SqliteBatchError> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            prune(&mut connection, created_before, limit)
+        })
+        .await?
+    }
+}
+
+/// See [`SqliteBatchWriter::prune_issued`]. The transaction is `IMMEDIATE`: no wallet mints a
+/// quote between our reading it issued and deleting it.
+fn prune(
+    connection: &mut Connection,
+    created_before: u64,
+    limit: usize,
+) -> Result<u64, SqliteBatchError> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let quotes: Vec<(String, Option<String>)> = tx
+        .prepare_cached(PRUNABLE)?
+        .query_map(
+            params![
+                i64::try_from(created_before).unwrap_or(i64::MAX),
+                limit as i64
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    delete_quotes(&tx, &quotes)?;
+    tx.commit()?;
+    Ok(quotes.len() as u64)
+}
+
+/// Deletes the quotes (id, locking key) with their payments, issuances and index entries.
+fn delete_quotes(
+    tx: &Transaction<'_>,
+    quotes: &[(String, Option<String>)],
+) -> Result<(), SqliteBatchError> {
+    let mut payments_of = tx.prepare_cached(PAYMENTS_OF)?;
+    let mut delete_index = tx.prepare_cached(DELETE_INDEX)?;
+    let mut delete_payments = tx.prepare_cached(DELETE_PAYMENTS)?;
+    let mut delete_issuances = tx.prepare_cached(DELETE_ISSUANCES)?;
+    let mut delete_quote = tx.prepare_cached(DELETE_QUOTE)?;
+    for (id, pubkey) in quotes {
+        let payment_ids = payments_of
+            .query_map([id], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        let quote = Prunable::new(
+            id.clone(),
+            pubkey.clone(),
+            payment_ids.iter().map(String::as_str),
+        );
+        for (namespace, secondary, key) in quote.index_keys() {
+            delete_index.execute(params![namespace, secondary, key])?;
+        }
+        delete_payments.execute([id])?;
+        delete_issuances.execute([id])?;
+        delete_quote.execute([id])?;
+    }
+    Ok(())
 }
 
 /// A batch's message, owned, for the blocking thread.
@@ -188,7 +266,11 @@ fn write(
     messages: &[Batchable<'_>],
 ) -> Result<Written, SqliteBatchError> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let plan = plan_batch(messages, held_quotes(&tx, messages)?);
+    let plan = plan_batch(
+        messages,
+        held_quotes(&tx, messages)?,
+        book.refuse_created_before(),
+    );
     let now = cdk::util::unix_time() as i64;
     // The payments go in before the quotes this batch creates, so that a quote created and paid
     // in one batch is written once, as cdk's update would leave it: its foreign key is checked
@@ -214,13 +296,16 @@ fn write(
     })
 }
 
-/// Records the payments (those already there are skipped): for each, its update and whether
-/// it was recorded; and what each quote was paid, in id order.
+/// What [`record_payments`] did: for each payment, its update and whether it was recorded; and
+/// what each quote was paid, in id order.
+type RecordedPayments = (Vec<(usize, bool)>, BTreeMap<Uuid, i64>);
+
+/// Records the payments (those already there are skipped).
 fn record_payments(
     tx: &Transaction<'_>,
     planned: &[NewPayment],
     now: i64,
-) -> Result<(Vec<(usize, bool)>, BTreeMap<Uuid, i64>), SqliteBatchError> {
+) -> Result<RecordedPayments, SqliteBatchError> {
     let mut record = tx.prepare_cached(RECORD_PAYMENT)?;
     let mut payments = Vec::with_capacity(planned.len());
     let mut paid: BTreeMap<Uuid, i64> = BTreeMap::new();

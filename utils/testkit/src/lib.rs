@@ -47,7 +47,11 @@ pub fn accepted_share(
         job_id: 1,
         template_id: 1,
         epoch,
-        accepted_at: 1_764_000_000,
+        // Now, as the pool stamps it: a mint refuses creates older than its retention window.
+        accepted_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs(),
     }
 }
 
