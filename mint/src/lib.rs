@@ -348,6 +348,7 @@ impl MintServer {
             tasks.push(tokio::spawn(quotes::run_pruner(
                 book.clone(),
                 config.retention.clone(),
+                metrics.clone(),
                 shutdown_rx.clone(),
             )));
         }

@@ -35,6 +35,8 @@ pub struct MintMetrics {
     pub claimed: Counter,
     /// Acknowledged entries deleted from the stream.
     pub stream_trimmed: Counter,
+    /// Issued quotes deleted from the store past the retention window.
+    pub quotes_pruned: Counter,
     pub redis_errors: Counter,
     /// One series per status code the mint answered; HTTP status codes are a small fixed set.
     http_responses: Family<StatusLabel, Counter>,
@@ -127,6 +129,11 @@ impl MintMetrics {
                 "stream_trimmed",
                 "Acknowledged stream entries deleted from the stream",
                 &self.stream_trimmed,
+            ),
+            (
+                "quotes_pruned",
+                "Issued quotes deleted from the store past the retention window",
+                &self.quotes_pruned,
             ),
             (
                 "retries",

@@ -88,9 +88,10 @@ async fn issued_quotes_past_the_window_are_pruned_and_never_taken_back(postgres:
             .unwrap()
     };
     wait_for("the minted quotes pruned", async || {
-        held(&minted[0]).await.is_none() && held(&minted[1]).await.is_none()
+        server.metrics().quotes_pruned.get() == 2
     })
     .await;
+    assert!(held(&minted[0]).await.is_none() && held(&minted[1]).await.is_none());
     assert_eq!(
         held(&paid).await.map(|quote| quote.state()),
         Some(MintQuoteState::Paid)

@@ -14,6 +14,7 @@
 //!
 //! Quotes never paid or not yet minted are never pruned: they are the miners' ecash.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -24,6 +25,7 @@ use super::{
     EPOCH_INDEX_NAMESPACE, KEY_INDEX_NAMESPACE,
 };
 use crate::config::RetentionConfig;
+use crate::metrics::MintMetrics;
 
 /// How much older than the window a quote must be before it is pruned: the clock difference
 /// between mint workers that the rule above tolerates.
@@ -133,6 +135,7 @@ impl QuoteBook {
 pub async fn run_pruner(
     book: QuoteBook,
     config: RetentionConfig,
+    metrics: Arc<MintMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(retention) = Retention::keeping(config.keep_issued_secs) else {
@@ -144,7 +147,10 @@ pub async fn run_pruner(
         let created_before = retention.prune_created_before(cdk::util::unix_time());
         match book.prune_all_issued(created_before, batch).await {
             Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "issued quotes past the retention window pruned"),
+            Ok(pruned) => {
+                metrics.quotes_pruned.inc_by(pruned);
+                tracing::info!(pruned, "issued quotes past the retention window pruned");
+            }
             Err(PruneError::NoWriter) => {
                 tracing::warn!(
                     "issued quotes are kept: the mint's own store writer is not running"
