@@ -54,6 +54,14 @@ struct Args {
     /// same amounts, NUT-20 signed, paid by the fake wallet, then minted as `--mint-batch` says.
     #[arg(long)]
     against: Option<String>,
+    /// Instead: the HTTP mints alone against hashpool's mint running as a process of its own
+    /// at this URL, consuming `--stream` of `--redis`: `--mints` quotes are pushed as the pool
+    /// publishes them, and minted once the mint has applied them all.
+    #[arg(long, requires = "stream")]
+    against_hashpool: Option<String>,
+    /// The stream the mint at `--against-hashpool` consumes.
+    #[arg(long)]
+    stream: Option<String>,
 }
 
 #[tokio::main]
@@ -62,6 +70,9 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.mint_batch >= 1, "--mint-batch is at least 1");
     if let Some(url) = &args.against {
         return mint_against(url, args.mints, args.mint_batch).await;
+    }
+    if let (Some(url), Some(stream)) = (&args.against_hashpool, &args.stream) {
+        return mint_against_hashpool(url, stream, &args).await;
     }
     let dir = tempfile::tempdir()?;
     let _log = match std::env::var_os("MINT_LOAD_TRACE") {
@@ -114,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     let server = &servers[0];
 
     let to_mint = &creates[..args.mints.min(creates.len())];
-    let wallet = wallet_holding(server, to_mint, &secret).await?;
+    let wallet = wallet_holding(&server.url(), to_mint, &secret).await?;
     let ids: Vec<String> = to_mint
         .iter()
         .map(|create| create.quote_id.to_string())
@@ -173,6 +184,59 @@ async fn prune_minted(server: &MintServer) -> anyhow::Result<(u64, Duration)> {
     Ok((pruned, started.elapsed()))
 }
 
+/// The HTTP phase against hashpool's mint in a process of its own at `url`, reading `stream`.
+async fn mint_against_hashpool(url: &str, stream: &str, args: &Args) -> anyhow::Result<()> {
+    let mut redis = redis::Client::open(args.redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let secret = SecretKey::generate();
+    let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
+    let creates = random_creates(key, args.mints);
+    push_as_the_pool(&mut redis, stream, &creates).await?;
+    // The mint acknowledges an entry once its effect is committed: nothing left to deliver or
+    // pending in its group means every quote is stored and PAID.
+    let pushed = creates.len() + creates.len().div_ceil(256);
+    loop {
+        let groups: redis::streams::StreamInfoGroupsReply = redis.xinfo_groups(stream).await?;
+        let applied = groups.groups.iter().any(|group| {
+            group.name == ehash::MINT_CONSUMER_GROUP
+                && group.entries_read >= Some(pushed)
+                && group.pending == 0
+        });
+        if applied {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wallet = wallet_holding(url, &creates, &secret).await?;
+    let ids: Vec<String> = creates
+        .iter()
+        .map(|create| create.quote_id.to_string())
+        .collect();
+    let mint_time = mint_all(&wallet, &ids, args.mint_batch).await?;
+    let expected: u64 = creates.iter().map(|create| create.amount).sum();
+    anyhow::ensure!(
+        u64::from(wallet.total_balance().await?) == expected,
+        "minted total differs"
+    );
+    print_against_row(url, args.mint_batch, ids.len(), mint_time);
+    Ok(())
+}
+
+/// The table of an HTTP phase against a mint in another process.
+fn print_against_row(url: &str, batch: usize, quotes: usize, mint_time: Duration) {
+    println!(
+        "| mint | HTTP mints ({}) | quotes minted/s |",
+        requests_named(batch)
+    );
+    println!("|---|---|---|");
+    println!(
+        "| {url} | {quotes} in {:.2} s | {:.1} |",
+        mint_time.as_secs_f64(),
+        quotes as f64 / mint_time.as_secs_f64()
+    );
+}
+
 /// The HTTP phase against the mint at `url` (unit sat, bolt11 quotes paid by its fake wallet).
 async fn mint_against(url: &str, mints: usize, batch: usize) -> anyhow::Result<()> {
     let wallet = bench_wallet(url, CurrencyUnit::Sat).await?;
@@ -196,17 +260,7 @@ async fn mint_against(url: &str, mints: usize, batch: usize) -> anyhow::Result<(
         u64::from(wallet.total_balance().await?) == expected,
         "minted total differs"
     );
-    println!(
-        "| mint | HTTP mints ({}) | quotes minted/s |",
-        requests_named(batch)
-    );
-    println!("|---|---|---|");
-    println!(
-        "| {url} | {} in {:.2} s | {:.1} |",
-        quotes.len(),
-        mint_time.as_secs_f64(),
-        quotes.len() as f64 / mint_time.as_secs_f64()
-    );
+    print_against_row(url, batch, quotes.len(), mint_time);
     Ok(())
 }
 
@@ -337,13 +391,13 @@ async fn bench_wallet(url: &str, unit: CurrencyUnit) -> anyhow::Result<cdk::wall
         .build()?)
 }
 
-/// A cdk wallet on the mint holding `quotes` with their NUT-20 key.
+/// A cdk wallet on the hashpool mint at `url` holding the PAID `quotes` with their NUT-20 key.
 async fn wallet_holding(
-    server: &MintServer,
+    url: &str,
     quotes: &[CreateQuote],
     secret: &SecretKey,
 ) -> anyhow::Result<cdk::wallet::Wallet> {
-    let wallet = bench_wallet(&server.url(), CurrencyUnit::custom(ehash::UNIT)).await?;
+    let wallet = bench_wallet(url, CurrencyUnit::custom(ehash::UNIT)).await?;
     for create in quotes {
         wallet
             .localstore
@@ -358,6 +412,19 @@ async fn wallet_holding(
                 Some(secret.clone()),
             ))
             .await?;
+    }
+    // The wallet learns each quote is PAID before the clock starts, as the cdk-mintd run's
+    // wallet does (and as the hashpool wallet does from the signed lookup): otherwise cdk's
+    // wallet asks the mint for each quote's state inside the timed mint.
+    for create in quotes {
+        let quote = wallet
+            .check_mint_quote_status(&create.quote_id.to_string())
+            .await?;
+        anyhow::ensure!(
+            quote.amount_mintable() == Amount::from(create.amount),
+            "quote {} is not PAID its amount",
+            create.quote_id
+        );
     }
     Ok(wallet)
 }
