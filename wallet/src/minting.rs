@@ -217,8 +217,9 @@ impl MinerWallet {
         local
     }
 
-    /// Drops minted quotes from the local store (the mint keeps them; the wallet keeps the
-    /// transactions and proofs), so the store does not grow with every share ever mined.
+    /// Drops minted quotes from the local store (the mint keeps them for its retention window;
+    /// the wallet keeps the transactions and proofs), so the store does not grow with every share
+    /// ever mined.
     async fn forget(&self, quotes: &[&QuoteSummary]) -> Result<(), WalletError> {
         for quote in quotes {
             self.wallet
