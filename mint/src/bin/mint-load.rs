@@ -126,16 +126,7 @@ async fn main() -> anyhow::Result<()> {
 
     let to_mint = &creates[..args.mints.min(creates.len())];
     let wallet = wallet_holding(&server.url(), to_mint, &secret).await?;
-    let ids: Vec<String> = to_mint
-        .iter()
-        .map(|create| create.quote_id.to_string())
-        .collect();
-    let mint_time = mint_all(&wallet, &ids, args.mint_batch).await?;
-    let expected: u64 = to_mint.iter().map(|create| create.amount).sum();
-    anyhow::ensure!(
-        u64::from(wallet.total_balance().await?) == expected,
-        "minted total differs"
-    );
+    let mint_time = mint_creates(&wallet, to_mint, args.mint_batch).await?;
     let (pruned, prune_time) = prune_minted(server).await?;
     anyhow::ensure!(
         pruned == to_mint.len() as u64,
@@ -209,17 +200,8 @@ async fn mint_against_hashpool(url: &str, stream: &str, args: &Args) -> anyhow::
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let wallet = wallet_holding(url, &creates, &secret).await?;
-    let ids: Vec<String> = creates
-        .iter()
-        .map(|create| create.quote_id.to_string())
-        .collect();
-    let mint_time = mint_all(&wallet, &ids, args.mint_batch).await?;
-    let expected: u64 = creates.iter().map(|create| create.amount).sum();
-    anyhow::ensure!(
-        u64::from(wallet.total_balance().await?) == expected,
-        "minted total differs"
-    );
-    print_against_row(url, args.mint_batch, ids.len(), mint_time);
+    let mint_time = mint_creates(&wallet, &creates, args.mint_batch).await?;
+    print_against_row(url, args.mint_batch, creates.len(), mint_time);
     Ok(())
 }
 
@@ -254,12 +236,8 @@ async fn mint_against(url: &str, mints: usize, batch: usize) -> anyhow::Result<(
         }
     }
     let ids: Vec<String> = quotes.iter().map(|(id, _)| id.clone()).collect();
-    let mint_time = mint_all(&wallet, &ids, batch).await?;
     let expected: u64 = quotes.iter().map(|(_, amount)| amount).sum();
-    anyhow::ensure!(
-        u64::from(wallet.total_balance().await?) == expected,
-        "minted total differs"
-    );
+    let mint_time = mint_all(&wallet, &ids, batch, expected).await?;
     print_against_row(url, batch, quotes.len(), mint_time);
     Ok(())
 }
@@ -272,13 +250,29 @@ fn requests_named(batch: usize) -> String {
     }
 }
 
+/// Mints the PAID hashpool quotes of `creates` the wallet holds (see [`mint_all`]).
+async fn mint_creates(
+    wallet: &cdk::wallet::Wallet,
+    creates: &[CreateQuote],
+    batch: usize,
+) -> anyhow::Result<Duration> {
+    let ids: Vec<String> = creates
+        .iter()
+        .map(|create| create.quote_id.to_string())
+        .collect();
+    let expected = creates.iter().map(|create| create.amount).sum();
+    mint_all(wallet, &ids, batch, expected).await
+}
+
 /// Mints the PAID quotes `ids` the wallet holds, one request at a time: each quote with its own
-/// NUT-04 request when `batch` is 1, else NUT-29 batches of `batch` quotes. Returns the time
-/// the requests took. Outputs follow the plain binary split, as the hashpool wallet asks.
+/// NUT-04 request when `batch` is 1, else NUT-29 batches of `batch` quotes, and checks the
+/// wallet then holds exactly `expected`. Returns the time the requests took. Outputs follow the
+/// plain binary split, as the hashpool wallet asks.
 async fn mint_all(
     wallet: &cdk::wallet::Wallet,
     ids: &[String],
     batch: usize,
+    expected: u64,
 ) -> anyhow::Result<Duration> {
     let split = || SplitTarget::Values(Vec::new());
     let minting = Instant::now();
@@ -298,7 +292,12 @@ async fn mint_all(
                 .with_context(|| format!("minting a batch from {}", chunk[0]))?;
         }
     }
-    Ok(minting.elapsed())
+    let elapsed = minting.elapsed();
+    anyhow::ensure!(
+        u64::from(wallet.total_balance().await?) == expected,
+        "minted total differs"
+    );
+    Ok(elapsed)
 }
 
 /// A share's credited work as the benchmark makes them: 1 to 64 units, so a mint signs one to

@@ -141,10 +141,7 @@ impl PostgresBatchWriter {
         messages: &[Batchable<'_>],
     ) -> Result<BatchResults, PostgresBatchError> {
         let mut slot = self.connection.lock().await;
-        let connection = match slot.as_mut() {
-            Some(connection) if !connection.client.is_closed() => connection,
-            _ => slot.insert(Connection::open(&self.url).await?),
-        };
+        let connection = self.live(&mut slot).await?;
         let written = connection.write(book, messages).await?;
         self.committed.fetch_add(1, Ordering::Relaxed);
         drop(slot);
@@ -159,11 +156,20 @@ impl PostgresBatchWriter {
         limit: usize,
     ) -> Result<u64, PostgresBatchError> {
         let mut slot = self.connection.lock().await;
-        let connection = match slot.as_mut() {
-            Some(connection) if !connection.client.is_closed() => connection,
-            _ => slot.insert(Connection::open(&self.url).await?),
-        };
+        let connection = self.live(&mut slot).await?;
         connection.prune_issued(created_before, limit).await
+    }
+
+    /// The connection in `slot`, opened again if it closed (PostgreSQL restarted, say).
+    async fn live<'a>(
+        &self,
+        slot: &'a mut Option<Connection>,
+    ) -> Result<&'a mut Connection, PostgresBatchError> {
+        let connection = match slot.take() {
+            Some(connection) if !connection.client.is_closed() => connection,
+            _ => Connection::open(&self.url).await?,
+        };
+        Ok(slot.insert(connection))
     }
 }
 

@@ -131,14 +131,15 @@ impl QuoteBook {
     }
 }
 
-/// Prunes issued quotes every `prune_interval_secs` until shutdown.
+/// Prunes issued quotes past the book's retention window every `prune_interval_secs` until
+/// shutdown; nothing when the book keeps every quote.
 pub async fn run_pruner(
     book: QuoteBook,
     config: RetentionConfig,
     metrics: Arc<MintMetrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(retention) = Retention::keeping(config.keep_issued_secs) else {
+    let Some(retention) = book.retention else {
         return;
     };
     let period = Duration::from_secs(config.prune_interval_secs.max(1));

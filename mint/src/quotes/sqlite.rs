@@ -121,17 +121,14 @@ impl SqliteBatchWriter {
     ) -> Result<BatchResults, SqliteBatchError> {
         // The blocking thread outlives this borrow of the messages: it gets a copy.
         let owned: Vec<OwnedMessage> = messages.iter().map(OwnedMessage::of).collect();
-        let connection = self.connection.clone();
         let writing_book = book.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            // A panic mid-batch rolled its transaction back as it unwound: the connection is
-            // as good as before.
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            let messages: Vec<Batchable<'_>> =
-                owned.iter().map(OwnedMessage::as_batchable).collect();
-            write(&mut connection, &writing_book, &messages)
-        })
-        .await??;
+        let written = self
+            .on_connection(move |connection| {
+                let messages: Vec<Batchable<'_>> =
+                    owned.iter().map(OwnedMessage::as_batchable).collect();
+                write(connection, &writing_book, &messages)
+            })
+            .await?;
         self.committed.fetch_add(1, Ordering::Relaxed);
         Ok(book.announce(written))
     }
@@ -143,10 +140,21 @@ impl SqliteBatchWriter {
         created_before: u64,
         limit: usize,
     ) -> Result<u64, SqliteBatchError> {
+        self.on_connection(move |connection| prune(connection, created_before, limit))
+            .await
+    }
+
+    /// Runs `work` on the writer's connection, on a blocking thread, one at a time.
+    async fn on_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, SqliteBatchError> + Send + 'static,
+    ) -> Result<T, SqliteBatchError> {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || {
+            // A panic mid-transaction rolled it back as it unwound: the connection is as good
+            // as before.
             let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            prune(&mut connection, created_before, limit)
+            work(&mut connection)
         })
         .await?
     }
