@@ -142,11 +142,19 @@ async fn a_run_commits_together_and_applies_once(store: Store) {
         ]
     );
 
+    // `e` was stored UNPAID by an earlier batch: this one pays the stored quote, once.
+    let pay_e = QuoteMessage::Update(UpdateQuote::paid(vec![e.quote_id]));
+    let pay_e = [Batchable::of(&pay_e).unwrap()];
+    for expected in ["paid 1", "paid 0"] {
+        let paid = book.apply_batch(&pay_e).await.expect("the batch commits");
+        assert_eq!(summary(&paid), [expected]);
+    }
+
     let store = server.mint().localstore();
     for (create, state) in [
         (&a, MintQuoteState::Paid),
         (&b, MintQuoteState::Paid),
-        (&e, MintQuoteState::Unpaid),
+        (&e, MintQuoteState::Paid),
     ] {
         let quote = store
             .get_mint_quote(&QuoteId::from(create.quote_id))

@@ -7,6 +7,10 @@
 //! arrays (`unnest`): the same rows cdk's `add_mint_quote`, `kv_write` and `update_mint_quote`
 //! write, in cdk's schema, read back by cdk like any other (the tests compare them).
 //!
+//! A quote created and paid in the same batch is inserted as cdk's update leaves it, rather than
+//! inserted and then updated: an update writes a second version of the row, and of every one
+//! of its index entries when its page is full, which cost as much as the insert.
+//!
 //! It carries out the same [`plan_batch`] plan as the cdk path, and is exact under concurrency:
 //! the quotes a batch names are row-locked; a quote or payment another worker inserted meanwhile
 //! is skipped by `ON CONFLICT DO NOTHING`, and a quote's `amount_paid` grows only by payments
@@ -23,9 +27,9 @@ use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
 use super::batch::named_quotes;
-use super::plan::{plan_batch, Held, NewQuote};
+use super::plan::{plan_batch, Held, NewPayment, NewQuote};
 use super::retention::Prunable;
-use super::written::{PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
+use super::written::{paid_updated_at, PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
 use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
 #[derive(Debug, Error)]
@@ -49,13 +53,21 @@ const PAID_QUOTES: &str = "SELECT id, request, unit, amount::bigint, expiry::big
      FROM mint_quote WHERE id = ANY($1)";
 const PAYMENTS_OF: &str =
     "SELECT quote_id, payment_id FROM mint_quote_payments WHERE quote_id = ANY($1)";
+/// cdk's `add_mint_quote` (with `amount_paid`, for a quote paid in the same batch), but a quote
+/// already there is left as it is.
 const INSERT_QUOTES: &str = "INSERT INTO mint_quote (id, amount, unit, request, expiry, \
      request_lookup_id, pubkey, created_time, updated_at, last_checked, payment_method, \
-     request_lookup_id_kind, extra_json) \
+     request_lookup_id_kind, extra_json, amount_paid) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
      $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], \
-     $12::text[], $13::text[]) \
+     $12::text[], $13::text[], $14::bigint[]) \
      ON CONFLICT DO NOTHING RETURNING id";
+/// The payment rows of quotes this batch inserted already paid. No other writer can hold them:
+/// its own row would need the quote, which is not committed yet; were one there all the same,
+/// the batch fails and is applied again, with the quote stored.
+const INSERT_PAYMENTS: &str = "INSERT INTO mint_quote_payments \
+     (quote_id, payment_id, amount, timestamp) \
+     SELECT q, p, a, $4::bigint FROM unnest($1::text[], $2::text[], $3::bigint[]) AS rows(q, p, a)";
 /// cdk's `kv_write`: an upsert.
 const WRITE_INDEXES: &str = "INSERT INTO kv_store (primary_namespace, secondary_namespace, key, \
      value, created_time, updated_time) \
@@ -63,8 +75,9 @@ const WRITE_INDEXES: &str = "INSERT INTO kv_store (primary_namespace, secondary_
      AS rows(n, s, k, v) \
      ON CONFLICT (primary_namespace, secondary_namespace, key) \
      DO UPDATE SET value = excluded.value, updated_time = excluded.updated_time";
-/// cdk's `update_mint_quote` for a payment: the payment row, then the quote's `amount_paid`
-/// and `updated_at` (bumped past its last value, as cdk does), for the payments inserted.
+/// cdk's `update_mint_quote` for a payment on a quote stored before: the payment row, then the
+/// quote's `amount_paid` and `updated_at` (bumped past its last value, as cdk does), for the
+/// payments inserted.
 const RECORD_PAYMENTS: &str = "WITH inserted AS ( \
        INSERT INTO mint_quote_payments (quote_id, payment_id, amount, timestamp) \
        SELECT q, p, a, $4::bigint FROM unnest($1::text[], $2::text[], $3::bigint[]) AS rows(q, p, a) \
@@ -106,6 +119,7 @@ struct Connection {
     payments_of: Statement,
     paid_quotes: Statement,
     insert_quotes: Statement,
+    insert_payments: Statement,
     write_indexes: Statement,
     record_payments: Statement,
 }
@@ -237,6 +251,7 @@ impl Connection {
             payments_of: client.prepare(PAYMENTS_OF).await?,
             paid_quotes: client.prepare(PAID_QUOTES).await?,
             insert_quotes: client.prepare(INSERT_QUOTES).await?,
+            insert_payments: client.prepare(INSERT_PAYMENTS).await?,
             write_indexes: client.prepare(WRITE_INDEXES).await?,
             record_payments: client.prepare(RECORD_PAYMENTS).await?,
             client,
@@ -279,10 +294,24 @@ impl Connection {
                 book.unpaid_quote(new.create, id, new.unit.clone())
             })
             .collect();
+        // What this batch pays each quote it creates: inserted with it, if the insert is ours.
+        let mut paid_at_insert: HashMap<Uuid, i64> = plan
+            .creates
+            .iter()
+            .map(|new| (new.create.quote_id, 0))
+            .collect();
+        for payment in &plan.payments {
+            if let Some(paid) = paid_at_insert.get_mut(&payment.quote_id) {
+                *paid += payment.amount as i64;
+            }
+        }
+        paid_at_insert.retain(|_, paid| *paid > 0);
         let mut inserted = HashSet::new();
+        let mut paid_quotes = Vec::new();
+        let mut keys = Pubkeys::default();
         if !plan.creates.is_empty() {
-            let rows = QuoteRows::of(&new_quotes);
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+            let rows = QuoteRows::of(&new_quotes, &paid_at_insert, now);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 14] = [
                 &rows.id,
                 &rows.amount,
                 &rows.unit,
@@ -296,6 +325,7 @@ impl Connection {
                 &rows.payment_method,
                 &rows.request_lookup_id_kind,
                 &rows.extra_json,
+                &rows.amount_paid,
             ];
             for row in tx.query(&self.insert_quotes, &params).await? {
                 if let Ok(id) = Uuid::parse_str(row.get::<_, &str>(0)) {
@@ -314,47 +344,54 @@ impl Connection {
                 ],
             )
             .await?;
+            for (row, quote) in new_quotes.iter().enumerate() {
+                let ours = matches!(&quote.id, QuoteId::UUID(id) if inserted.contains(id));
+                if !ours || rows.amount_paid[row] == 0 {
+                    continue;
+                }
+                if let (Some(key), Some(hex)) = (quote.pubkey, &rows.pubkey[row]) {
+                    keys.remember(hex, key);
+                }
+                paid_quotes.extend(book.paid_quote(rows.paid_row(row), &mut keys));
+            }
         }
-        let mut newly_paid = HashSet::new();
-        let mut paid_quotes = Vec::new();
-        if !plan.payments.is_empty() {
-            let quote_ids: Vec<String> = plan
-                .payments
-                .iter()
-                .map(|payment| payment.quote_id.to_string())
-                .collect();
-            let payment_ids: Vec<&str> = plan
-                .payments
-                .iter()
-                .map(|payment| payment.payment_id.as_str())
-                .collect();
-            let amounts: Vec<i64> = plan
-                .payments
-                .iter()
-                .map(|payment| payment.amount as i64)
-                .collect();
+        // A quote another writer inserted meanwhile is paid as one stored before.
+        paid_at_insert.retain(|id, _| inserted.contains(id));
+        let (with_insert, on_stored): (Vec<&NewPayment>, Vec<&NewPayment>) = plan
+            .payments
+            .iter()
+            .partition(|payment| paid_at_insert.contains_key(&payment.quote_id));
+        if !with_insert.is_empty() {
+            let rows = PaymentRows::of(&with_insert);
+            tx.execute(
+                &self.insert_payments,
+                &[&rows.quote_id, &rows.payment_id, &rows.amount, &now],
+            )
+            .await?;
+        }
+        let mut newly_paid: HashSet<Uuid> = paid_at_insert.keys().copied().collect();
+        if !on_stored.is_empty() {
+            let rows = PaymentRows::of(&on_stored);
+            let mut paid_now = Vec::new();
             for row in tx
                 .query(
                     &self.record_payments,
-                    &[&quote_ids, &payment_ids, &amounts, &now],
+                    &[&rows.quote_id, &rows.payment_id, &rows.amount, &now],
                 )
                 .await?
             {
                 if let Ok(id) = Uuid::parse_str(row.get::<_, &str>(0)) {
                     newly_paid.insert(id);
+                    paid_now.push(id.to_string());
                 }
             }
-            let ids: Vec<String> = newly_paid.iter().map(ToString::to_string).collect();
-            let mut keys = Pubkeys::default();
-            for key in new_quotes.iter().filter_map(|quote| quote.pubkey) {
-                keys.remember(&key.to_string(), key);
+            if !paid_now.is_empty() {
+                let rows = tx.query(&self.paid_quotes, &[&paid_now]).await?;
+                paid_quotes.extend(
+                    rows.iter()
+                        .filter_map(|row| book.paid_quote(paid_row(row), &mut keys)),
+                );
             }
-            paid_quotes = tx
-                .query(&self.paid_quotes, &[&ids])
-                .await?
-                .iter()
-                .filter_map(|row| book.paid_quote(paid_row(row), &mut keys))
-                .collect();
         }
         tx.commit().await?;
         Ok(Written {
@@ -396,9 +433,11 @@ fn paid_row(row: &tokio_postgres::Row) -> PaidRow {
 }
 
 /// The new quotes as columns, from the cdk quotes the cdk path would store, bound as cdk's
-/// `add_mint_quote` binds them.
+/// `add_mint_quote` binds them; a quote this batch also pays is stored as cdk's
+/// `update_mint_quote` would leave it.
 #[derive(Default)]
-struct QuoteRows {
+struct QuoteRows<'a> {
+    quotes: &'a [MintQuote],
     id: Vec<String>,
     amount: Vec<Option<i64>>,
     unit: Vec<String>,
@@ -412,12 +451,21 @@ struct QuoteRows {
     payment_method: Vec<String>,
     request_lookup_id_kind: Vec<String>,
     extra_json: Vec<Option<String>>,
+    amount_paid: Vec<i64>,
 }
 
-impl QuoteRows {
-    fn of(quotes: &[MintQuote]) -> Self {
-        let mut rows = Self::default();
+impl<'a> QuoteRows<'a> {
+    /// `quotes`, each paid what `paid` says at `now` (nothing if it is not there).
+    fn of(quotes: &'a [MintQuote], paid: &HashMap<Uuid, i64>, now: i64) -> Self {
+        let mut rows = Self {
+            quotes,
+            ..Self::default()
+        };
         for quote in quotes {
+            let amount_paid = match &quote.id {
+                QuoteId::UUID(id) => paid.get(id).copied(),
+                _ => None,
+            };
             rows.id.push(quote.id.to_string());
             rows.amount
                 .push(quote.amount.as_ref().map(|amount| amount.value() as i64));
@@ -428,15 +476,46 @@ impl QuoteRows {
                 .push(quote.request_lookup_id.to_string());
             rows.pubkey.push(quote.pubkey.map(|key| key.to_string()));
             rows.created_time.push(quote.created_time as i64);
-            rows.updated_at.push(quote.updated_at() as i64);
+            rows.updated_at.push(match amount_paid {
+                Some(_) => paid_updated_at(quote.updated_at(), now),
+                None => quote.updated_at() as i64,
+            });
             rows.last_checked.push(quote.last_checked() as i64);
             rows.payment_method.push(quote.payment_method.to_string());
             rows.request_lookup_id_kind
                 .push(quote.request_lookup_id.kind().to_string());
             rows.extra_json
                 .push(quote.extra_json.as_ref().map(ToString::to_string));
+            rows.amount_paid.push(amount_paid.unwrap_or(0));
         }
         rows
+    }
+
+    /// Row `row` as reading it back after the insert would give it.
+    fn paid_row(&self, row: usize) -> PaidRow {
+        PaidRow::inserted(
+            &self.quotes[row],
+            self.pubkey[row].clone(),
+            self.amount_paid[row],
+            self.updated_at[row],
+        )
+    }
+}
+
+/// Payments as columns.
+struct PaymentRows<'a> {
+    quote_id: Vec<String>,
+    payment_id: Vec<&'a str>,
+    amount: Vec<i64>,
+}
+
+impl<'a> PaymentRows<'a> {
+    fn of(payments: &[&'a NewPayment]) -> Self {
+        Self {
+            quote_id: payments.iter().map(|p| p.quote_id.to_string()).collect(),
+            payment_id: payments.iter().map(|p| p.payment_id.as_str()).collect(),
+            amount: payments.iter().map(|p| p.amount as i64).collect(),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::batch::named_quotes;
 use super::plan::{plan_batch, Held, NewPayment, NewQuote};
 use super::retention::Prunable;
-use super::written::{PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
+use super::written::{paid_updated_at, PaidRow, Pubkeys, Written, WrittenCreate, WRITTEN_COLUMNS};
 use super::{index_entries, BatchResults, Batchable, QuoteBook};
 
 /// cdk-sqlite's own connections wait as long for the write lock.
@@ -363,7 +363,7 @@ fn insert_quotes(
         });
         let amount_paid = paid.get(&new.create.quote_id).copied();
         let updated_at = match amount_paid {
-            Some(_) => now.max(quote.updated_at() as i64 + 1),
+            Some(_) => paid_updated_at(quote.updated_at(), now),
             None => quote.updated_at() as i64,
         };
         // Bound as cdk-sql-common's `add_mint_quote` binds them.
@@ -396,18 +396,12 @@ fn insert_quotes(
         let paid_row = match amount_paid {
             Some(amount_paid) if inserted => {
                 paid.remove(&new.create.quote_id);
-                Some(PaidRow {
-                    id: quote.id.to_string(),
-                    request: quote.request.clone(),
-                    unit: quote.unit.to_string(),
-                    amount: quote.amount.as_ref().map(|amount| amount.value() as i64),
-                    expiry: quote.expiry as i64,
-                    pubkey: pubkey.clone(),
-                    created_time: quote.created_time as i64,
+                Some(PaidRow::inserted(
+                    &quote,
+                    pubkey.clone(),
                     amount_paid,
-                    amount_issued: 0,
                     updated_at,
-                })
+                ))
             }
             _ => None,
         };

@@ -91,6 +91,36 @@ pub(super) struct PaidRow {
     pub updated_at: i64,
 }
 
+impl PaidRow {
+    /// The row of `quote` (whose key is stored as `pubkey`) inserted already paid
+    /// `amount_paid` at `updated_at`: what reading it back would give.
+    pub fn inserted(
+        quote: &MintQuote,
+        pubkey: Option<String>,
+        amount_paid: i64,
+        updated_at: i64,
+    ) -> Self {
+        Self {
+            id: quote.id.to_string(),
+            request: quote.request.clone(),
+            unit: quote.unit.to_string(),
+            amount: quote.amount.as_ref().map(|amount| amount.value() as i64),
+            expiry: quote.expiry as i64,
+            pubkey,
+            created_time: quote.created_time as i64,
+            amount_paid,
+            amount_issued: 0,
+            updated_at,
+        }
+    }
+}
+
+/// A quote's `updated_at` once a payment is recorded at `now`: bumped past its last value, as
+/// cdk's `update_mint_quote` does. A writer inserting a quote already paid stores this.
+pub(super) fn paid_updated_at(updated_at: u64, now: i64) -> i64 {
+    now.max(updated_at as i64 + 1)
+}
+
 /// Locking keys by their hex, as quotes store them. Parsing a key is a square root on the curve,
 /// which cost more than the rest of a paid quote's row; a batch's quotes were mostly created in
 /// it, and a miner's quotes share a key.
