@@ -13,7 +13,7 @@ use ehash::callback;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::dashboard::ApiContext;
+use crate::dashboard::{ApiContext, Dashboard};
 use crate::metrics::PoolMetrics;
 use crate::payout::PayoutDesk;
 use crate::publisher::PublisherMetrics;
@@ -22,6 +22,7 @@ use crate::publisher::PublisherMetrics;
 struct Counters {
     pool: Arc<PoolMetrics>,
     quotes: Arc<PublisherMetrics>,
+    dashboard: Arc<Dashboard>,
 }
 
 pub async fn serve(
@@ -32,10 +33,15 @@ pub async fn serve(
     dashboard: ApiContext,
     shutdown: watch::Receiver<bool>,
 ) {
-    let registry = Arc::new(pool.registry(quotes.clone()));
+    let registry = Arc::new(pool.registry(quotes.clone(), dashboard.dashboard.clone()));
+    let counters = Counters {
+        pool,
+        quotes,
+        dashboard: dashboard.dashboard.clone(),
+    };
     let mut app = Router::new()
         .route("/stats", get(stats))
-        .with_state(Counters { pool, quotes })
+        .with_state(counters)
         .merge(hashpool_service::metrics::route(registry))
         .merge(crate::dashboard::router(dashboard));
     if let Some(desk) = payout {
@@ -86,5 +92,5 @@ async fn epochs(State(desk): State<Arc<PayoutDesk>>) -> Response {
 }
 
 async fn stats(State(counters): State<Counters>) -> impl IntoResponse {
-    Json(counters.pool.stats(&counters.quotes))
+    Json(counters.pool.stats(&counters.quotes, &counters.dashboard))
 }

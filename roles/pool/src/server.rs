@@ -24,7 +24,7 @@ use crate::dashboard::history::HistoryStore;
 use crate::dashboard::{ApiContext, Dashboard};
 use crate::downstream::{CloseReason, Downstream, PoolContext};
 use crate::epochs::{EpochBook, EpochError};
-use crate::metrics::PoolMetrics;
+use crate::metrics::{PoolMetrics, PoolStats};
 use crate::payout::PayoutDesk;
 use crate::publisher::{PublisherError, PublisherSettings, QuotePublisher};
 use crate::upstream::{Upstream, UpstreamBlockMatcher, UpstreamBlockWatch, UpstreamHandle};
@@ -100,7 +100,9 @@ impl Pool {
             .map_err(|error| PoolError::RedisUrl(error.to_string()))?;
         let (dashboard, history) = dashboard(&config.redis, redis.clone()).await;
         let source = match &config.proxy {
-            Some(proxy) => proxy_source(&config, proxy, &metrics, &epochs, &shutdown_rx).await?,
+            Some(proxy) => {
+                proxy_source(&config, proxy, &metrics, &dashboard, &epochs, &shutdown_rx).await?
+            }
             None => solo_source(&config, &metrics, &dashboard, &epochs, &shutdown_rx).await?,
         };
         let context = Arc::new(PoolContext {
@@ -195,6 +197,13 @@ impl Pool {
         self.context.quotes.metrics()
     }
 
+    /// What `/stats` serves now.
+    pub fn stats(&self) -> PoolStats {
+        self.context
+            .metrics
+            .stats(self.quote_metrics(), &self.context.dashboard)
+    }
+
     /// Stops accepting, closes connections, publishes or journals pending quote messages.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -246,6 +255,7 @@ async fn proxy_source(
     config: &PoolConfig,
     proxy: &ProxyConfig,
     metrics: &Arc<PoolMetrics>,
+    dashboard: &Arc<Dashboard>,
     epochs: &Option<Arc<EpochBook>>,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<WorkSource, PoolError> {
@@ -253,7 +263,12 @@ async fn proxy_source(
         Some(epochs) => Some(watch_upstream_blocks(config, proxy, epochs).await?),
         None => None,
     };
-    let (task, handle, work) = Upstream::start(proxy.clone(), metrics.clone(), shutdown.clone());
+    let (task, handle, work) = Upstream::start(
+        proxy.clone(),
+        metrics.clone(),
+        dashboard.clone(),
+        shutdown.clone(),
+    );
     tracing::info!(
         upstreams = proxy.upstreams.len(),
         "proxy mode: mining on upstream jobs"

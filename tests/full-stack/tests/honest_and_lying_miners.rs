@@ -79,7 +79,7 @@ async fn a_miner_lying_about_its_hashrate_earns_no_more_per_hash() {
     })
     .await;
 
-    let stats = pool.metrics().stats(pool.quote_metrics());
+    let stats = pool.stats();
     let miner = |key: &str| {
         stats
             .miners

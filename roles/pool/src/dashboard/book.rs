@@ -64,6 +64,12 @@ pub struct Totals {
     /// Rejected shares by Sv2 error code (counted for the pool only).
     #[serde(default)]
     pub rejected: BTreeMap<String, u64>,
+    /// Proxy mode: the shares forwarded upstream that the upstream accepted and rejected
+    /// (counted for keys only; the pool's are in `/metrics`).
+    #[serde(default)]
+    pub upstream_accepted: u64,
+    #[serde(default)]
+    pub upstream_rejected: u64,
 }
 
 /// A key's quotes in one epoch.
@@ -288,6 +294,21 @@ impl Book {
             .entry(code.to_owned())
             .or_default() += 1;
         self.pool.totals_changed = true;
+    }
+
+    /// The upstream's answer to a share `key` found. A key forgotten since (a week idle) is not
+    /// brought back for it.
+    pub fn upstream_answer(&mut self, key: &str, accepted: bool) {
+        let Some(entry) = self.keys.get_mut(key) else {
+            return;
+        };
+        let totals = &mut entry.activity.totals;
+        if accepted {
+            totals.upstream_accepted += 1;
+        } else {
+            totals.upstream_rejected += 1;
+        }
+        entry.activity.totals_changed = true;
     }
 
     fn worker(&mut self, key: &str, worker: &str) -> &mut WorkerActivity {
@@ -563,6 +584,26 @@ mod tests {
             "one share's hashes since the restart at {}",
             restarted.unix
         );
+    }
+
+    #[test]
+    fn upstream_answers_are_kept_with_the_keys_totals_and_saved() {
+        let start = Instant::now();
+        let mut book = Book::default();
+        book.count("02aa", "rig", share(1, 1.0, None), at(T0, start));
+        book.take_changes();
+        book.upstream_answer("02aa", true);
+        book.upstream_answer("02aa", true);
+        book.upstream_answer("02aa", false);
+        // A key the book does not know (forgotten after a week idle) is not brought back.
+        book.upstream_answer("02ff", true);
+        let totals = &book.keys["02aa"].activity.totals;
+        assert_eq!((totals.upstream_accepted, totals.upstream_rejected), (2, 1));
+        assert!(!book.keys.contains_key("02ff"));
+        let changes = book.take_changes();
+        assert_eq!(changes.len(), 1, "only the key's totals changed");
+        let saved = changes[0].totals.as_ref().expect("the key's totals");
+        assert_eq!((saved.upstream_accepted, saved.upstream_rejected), (2, 1));
     }
 
     #[test]

@@ -104,6 +104,11 @@ impl Dashboard {
         self.book().reject(code);
     }
 
+    /// The upstream's answer to a share the key `locking_key` found (proxy mode).
+    pub fn upstream_answer(&self, locking_key: &str, accepted: bool) {
+        self.book().upstream_answer(locking_key, accepted);
+    }
+
     pub fn block_found(&self, hash: BlockHash, height: Option<u64>) {
         let block = FoundBlock {
             height,

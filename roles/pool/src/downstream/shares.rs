@@ -249,11 +249,7 @@ impl Downstream {
                 .quotes
                 .publish(QuoteMessage::Update(UpdateQuote::paid(vec![quote_id])));
         }
-        self.context.metrics.share_accepted(
-            &locking_key.to_string(),
-            job.credited_work,
-            job.proven_hashes,
-        );
+        self.context.metrics.share_accepted(job.credited_work);
         self.context.dashboard.share_accepted(
             identity,
             CountedShare {

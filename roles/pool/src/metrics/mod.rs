@@ -18,8 +18,10 @@ use serde::Serialize;
 pub use miners::MinerStats;
 pub use upstream::{UpstreamMetrics, UpstreamStats};
 
+use crate::dashboard::book::Now;
+use crate::dashboard::Dashboard;
 use crate::publisher::PublisherMetrics;
-use miners::MinerBook;
+use miners::{miner_stats, MinerCollector};
 use quotes::QuoteCollector;
 use rejections::Rejections;
 
@@ -44,7 +46,6 @@ pub struct PoolMetrics {
     /// Proxy mode only.
     pub upstream: UpstreamMetrics,
     rejected: Arc<Rejections>,
-    miners: Arc<MinerBook>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,24 +71,15 @@ impl PoolMetrics {
         self.rejected.record(reason);
     }
 
-    /// A share accepted for `locking_key`, credited `work` units and proving `proven_hashes`.
-    pub fn share_accepted(&self, locking_key: &str, work: u64, proven_hashes: u128) {
+    /// A share accepted and credited `work` units. Each key's work is counted by the dashboard's
+    /// book, which `/stats` and `/metrics` read per miner.
+    pub fn share_accepted(&self, work: u64) {
         self.shares_accepted.inc();
         self.work_credited.inc_by(work);
-        self.miners.credit(locking_key, work, proven_hashes);
     }
 
-    /// The upstream's answer to a share `locking_key` found.
-    pub fn upstream_answer(&self, locking_key: &str, accepted: bool) {
-        if accepted {
-            self.upstream.accepted.inc();
-        } else {
-            self.upstream.rejected.inc();
-        }
-        self.miners.upstream_answer(locking_key, accepted);
-    }
-
-    pub fn stats(&self, quotes: &PublisherMetrics) -> PoolStats {
+    /// `/stats`: these counters, the quote publisher's and each miner's line from `dashboard`.
+    pub fn stats(&self, quotes: &PublisherMetrics, dashboard: &Dashboard) -> PoolStats {
         PoolStats {
             connections: self.connections.get(),
             channels: self.channels.get(),
@@ -100,13 +92,13 @@ impl PoolMetrics {
             quotes_dropped: quotes.overflowed.load(Ordering::Relaxed),
             redis_up: quotes.redis_up.load(Ordering::Relaxed),
             upstream: (self.upstream.sessions.get() > 0).then(|| self.upstream.stats()),
-            miners: self.miners.stats(),
+            miners: dashboard.read(|book| miner_stats(book, Now::current())),
         }
     }
 
-    /// A registry exporting these metrics and the quote publisher's (it shares their values, not
-    /// a copy).
-    pub fn registry(&self, quotes: Arc<PublisherMetrics>) -> Registry {
+    /// A registry exporting these metrics, the quote publisher's and each miner's from the
+    /// dashboard's book (it shares their values, not a copy).
+    pub fn registry(&self, quotes: Arc<PublisherMetrics>, dashboard: Arc<Dashboard>) -> Registry {
         let mut registry = hashpool_service::metrics::registry("pool");
         let gauges = [
             (
@@ -151,7 +143,7 @@ impl PoolMetrics {
         self.upstream.register(&mut registry);
         registry.register_collector(Box::new(QuoteCollector(quotes)));
         registry.register_collector(Box::new(self.rejected.clone()));
-        registry.register_collector(Box::new(self.miners.clone()));
+        registry.register_collector(Box::new(MinerCollector(dashboard)));
         registry
     }
 }
@@ -159,9 +151,31 @@ impl PoolMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dashboard::book::{Book, CountedShare};
 
-    fn scrape(metrics: &PoolMetrics, quotes: Arc<PublisherMetrics>) -> String {
-        hashpool_service::metrics::encode(&metrics.registry(quotes)).unwrap()
+    fn scrape(
+        metrics: &PoolMetrics,
+        quotes: Arc<PublisherMetrics>,
+        dashboard: Arc<Dashboard>,
+    ) -> String {
+        hashpool_service::metrics::encode(&metrics.registry(quotes, dashboard)).unwrap()
+    }
+
+    /// A dashboard whose book counted `shares` (locking key, credited work, proven hashes), as
+    /// the pool counts an accepted share into both.
+    fn counted(metrics: &PoolMetrics, shares: &[(&str, u64, u128)]) -> Arc<Dashboard> {
+        let mut book = Book::default();
+        for &(key, work, proven_hashes) in shares {
+            metrics.share_accepted(work);
+            let share = CountedShare {
+                work,
+                proven_hashes,
+                difficulty: 1.0,
+                epoch: None,
+            };
+            book.count(key, "rig", share, Now::current());
+        }
+        Arc::new(Dashboard::restored(book, Vec::new()))
     }
 
     #[test]
@@ -176,7 +190,7 @@ mod tests {
         metrics.share_rejected("stale-share");
         quotes.published.store(5, Ordering::Relaxed);
         quotes.redis_up.store(true, Ordering::Relaxed);
-        let text = scrape(&metrics, quotes);
+        let text = scrape(&metrics, quotes, counted(&metrics, &[]));
         for line in [
             "# TYPE hashpool_pool_connections_open gauge\n",
             "hashpool_pool_connections_open 1\n",
@@ -197,10 +211,17 @@ mod tests {
     fn stats_and_metrics_agree_on_each_miners_work() {
         let metrics = PoolMetrics::default();
         let quotes = Arc::new(PublisherMetrics::default());
-        metrics.share_accepted("02aa", 16, 16 << 12);
-        metrics.share_accepted("02aa", 16, 16 << 12);
-        metrics.share_accepted("02bb", 1, 1 << 12);
-        let stats = metrics.stats(&quotes);
+        let dashboard = counted(
+            &metrics,
+            &[
+                ("02aa", 16, 16 << 12),
+                ("02aa", 16, 16 << 12),
+                ("02bb", 1, 1 << 12),
+            ],
+        );
+        dashboard.upstream_answer("02aa", true);
+        dashboard.upstream_answer("02aa", false);
+        let stats = metrics.stats(&quotes, &dashboard);
         assert_eq!(stats.shares_accepted, 3);
         assert_eq!(stats.work_credited, 33);
         let aa = &stats.miners[0];
@@ -210,7 +231,8 @@ mod tests {
         );
         assert_eq!(aa.credited_hashes, 32 << 12);
         assert_eq!(aa.proven_hashes, 32 << 12);
-        let text = scrape(&metrics, quotes);
+        assert_eq!((aa.upstream_accepted, aa.upstream_rejected), (1, 1));
+        let text = scrape(&metrics, quotes, dashboard);
         for line in [
             "hashpool_pool_shares_accepted_total 3\n",
             "hashpool_pool_work_credited_hash_units_total 33\n",
@@ -226,8 +248,8 @@ mod tests {
     #[test]
     fn hash_totals_beyond_u64_are_exported_as_floats() {
         let metrics = PoolMetrics::default();
-        metrics.share_accepted("02aa", 1, 1 << 70);
-        let text = scrape(&metrics, Arc::new(PublisherMetrics::default()));
+        let dashboard = counted(&metrics, &[("02aa", 1, 1 << 70)]);
+        let text = scrape(&metrics, Arc::new(PublisherMetrics::default()), dashboard);
         let value: f64 = text
             .lines()
             .find_map(|line| {

@@ -294,14 +294,14 @@ impl UpstreamChannel {
     /// The upstream accepted every share up to `last_sequence_number` it did not reject.
     pub(super) fn accepted_through(&mut self, last_sequence_number: u32, shared: &Shared) {
         for miner in self.pending.accepted_through(last_sequence_number) {
-            shared.metrics.upstream_answer(&miner, true);
+            shared.upstream_answer(&miner, true);
         }
     }
 
     /// The upstream's answer to one share.
     pub(super) fn answered(&mut self, sequence_number: u32, accepted: bool, shared: &Shared) {
         if let Some(miner) = self.pending.take(sequence_number) {
-            shared.metrics.upstream_answer(&miner, accepted);
+            shared.upstream_answer(&miner, accepted);
         }
     }
 

@@ -25,6 +25,7 @@ pub use blocks::{UpstreamBlockMatcher, UpstreamBlockWatch};
 pub use job::{bip34_height, JobError, UpstreamJob};
 
 use crate::config::{ProxyConfig, UpstreamConfig};
+use crate::dashboard::Dashboard;
 use crate::metrics::PoolMetrics;
 use crate::work::Work;
 
@@ -127,8 +128,24 @@ struct Shared {
     work: watch::Sender<Option<Work>>,
     next_work_id: AtomicU64,
     metrics: Arc<PoolMetrics>,
+    /// Where each miner's upstream answers are counted.
+    dashboard: Arc<Dashboard>,
     /// `T`: the extranonce bytes each downstream channel takes.
     channel_extranonce_len: usize,
+}
+
+impl Shared {
+    /// The upstream's answer to a share `miner` (its locking key) found: the miner's line first,
+    /// so whoever sees the pool's counter move finds the miner's already counted.
+    fn upstream_answer(&self, miner: &str, accepted: bool) {
+        self.dashboard.upstream_answer(miner, accepted);
+        let counter = if accepted {
+            &self.metrics.upstream.accepted
+        } else {
+            &self.metrics.upstream.rejected
+        };
+        counter.inc();
+    }
 }
 
 /// The task that keeps the pool connected upstream.
@@ -143,6 +160,7 @@ impl Upstream {
     pub fn start(
         config: ProxyConfig,
         metrics: Arc<PoolMetrics>,
+        dashboard: Arc<Dashboard>,
         shutdown: watch::Receiver<bool>,
     ) -> (
         JoinHandle<()>,
@@ -163,6 +181,7 @@ impl Upstream {
                 work,
                 next_work_id: AtomicU64::new(1),
                 metrics,
+                dashboard,
                 channel_extranonce_len: usize::from(config.extranonce_len),
             },
             config,

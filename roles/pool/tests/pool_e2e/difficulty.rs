@@ -175,7 +175,7 @@ async fn shares_are_credited_exactly_their_targets_expected_hashes() {
     );
     let accepted = mine(&mut miner, 5).await;
     assert!(accepted > 0);
-    let stats = stack.pool.metrics().stats(stack.pool.quote_metrics());
+    let stats = stack.pool.stats();
     let miner_stats = stats
         .miners
         .iter()

@@ -172,7 +172,7 @@ async fn a_proxy_credits_its_miners_and_the_upstream_credits_the_proxy_for_the_s
     assert_eq!(metrics.upstream.accepted.get(), total);
     assert_eq!(metrics.upstream.dropped.get(), 0);
     assert_eq!(metrics.upstream.sessions.get(), 1);
-    let stats = metrics.stats(proxy.pool.quote_metrics());
+    let stats = proxy.pool.stats();
     for key in [KEY, SECOND_MINER] {
         let miner = stats
             .miners
