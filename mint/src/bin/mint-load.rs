@@ -80,13 +80,8 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let stream = format!("bench:mint:{}:quotes", uuid::Uuid::new_v4().simple());
-    let mut redis = redis::Client::open(args.redis.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
-
-    let secret = SecretKey::generate();
-    let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
-    let creates = random_creates(key, args.quotes);
+    let mut redis = connect_redis(&args.redis).await?;
+    let (secret, creates) = miner_with_creates(args.quotes)?;
 
     // The workers start on an empty stream; the clock runs from the first message pushed to
     // the last quote PAID.
@@ -177,16 +172,12 @@ async fn prune_minted(server: &MintServer) -> anyhow::Result<(u64, Duration)> {
 
 /// The HTTP phase against hashpool's mint in a process of its own at `url`, reading `stream`.
 async fn mint_against_hashpool(url: &str, stream: &str, args: &Args) -> anyhow::Result<()> {
-    let mut redis = redis::Client::open(args.redis.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let secret = SecretKey::generate();
-    let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
-    let creates = random_creates(key, args.mints);
+    let mut redis = connect_redis(&args.redis).await?;
+    let (secret, creates) = miner_with_creates(args.mints)?;
     push_as_the_pool(&mut redis, stream, &creates).await?;
     // The mint acknowledges an entry once its effect is committed: nothing left to deliver or
     // pending in its group means every quote is stored and PAID.
-    let pushed = creates.len() + creates.len().div_ceil(256);
+    let pushed = creates.len() + creates.len().div_ceil(PUBLISH_BATCH);
     loop {
         let groups: redis::streams::StreamInfoGroupsReply = redis.xinfo_groups(stream).await?;
         let applied = groups.groups.iter().any(|group| {
@@ -306,6 +297,19 @@ fn random_amount() -> u64 {
     1 + rand::random::<u64>() % 64
 }
 
+async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    Ok(redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?)
+}
+
+/// A miner's NUT-20 secret, and `count` of its shares' creates, of random small amounts.
+fn miner_with_creates(count: usize) -> anyhow::Result<(SecretKey, Vec<CreateQuote>)> {
+    let secret = SecretKey::generate();
+    let key = LockingPubkey::from_str(&secret.public_key().to_hex())?;
+    Ok((secret, random_creates(key, count)))
+}
+
 /// `count` shares' creates locked to `key`, of random small amounts.
 fn random_creates(key: LockingPubkey, count: usize) -> Vec<CreateQuote> {
     (0..count)
@@ -324,14 +328,17 @@ fn random_creates(key: LockingPubkey, count: usize) -> Vec<CreateQuote> {
         .collect()
 }
 
-/// Appends the creates as the pool publishes them: each publish batch (512 messages, a create
-/// and its update per share) goes out as its 256 creates, then one update releasing them.
+/// The shares in one of the pool's publish batches (512 messages: a create and its update each).
+const PUBLISH_BATCH: usize = 256;
+
+/// Appends the creates as the pool publishes them: each publish batch goes out as its
+/// [`PUBLISH_BATCH`] creates, then one update releasing them.
 async fn push_as_the_pool(
     redis: &mut redis::aio::MultiplexedConnection,
     stream: &str,
     creates: &[CreateQuote],
 ) -> anyhow::Result<()> {
-    for chunk in creates.chunks(256) {
+    for chunk in creates.chunks(PUBLISH_BATCH) {
         let mut pipe = redis::pipe();
         let release = UpdateQuote::paid(chunk.iter().map(|create| create.quote_id).collect());
         for message in chunk

@@ -34,11 +34,6 @@ impl RateWindow {
         }
     }
 
-    /// Hashes per second over the window ending `now`.
-    pub fn rate(&self, now: Instant) -> f64 {
-        self.hashes(now) / RATE_WINDOW.as_secs_f64()
-    }
-
     /// Hashes in the window ending `now`.
     pub fn hashes(&self, now: Instant) -> f64 {
         self.buckets
@@ -70,7 +65,7 @@ mod tests {
         assert!(window.buckets() <= 61, "{} buckets", window.buckets());
         // 100 shares/s of 4096 hashes over the window, give or take the edge bucket.
         let expected = 100.0 * 4096.0;
-        let rate = window.rate(now);
+        let rate = window.hashes(now) / RATE_WINDOW.as_secs_f64();
         assert!((rate - expected).abs() / expected < 0.02, "{rate} H/s");
     }
 }
